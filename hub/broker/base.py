@@ -1,0 +1,186 @@
+"""The broker contract: everything workers share, so that any worker can serve any client.
+
+Two implementations pass one contract suite (tests/test_broker_contract.py):
+``MemoryBroker`` (embedded, one process) and ``RedisBroker`` (pub/sub + Streams + Lua).
+
+Vocabulary:
+- *topic*: a pub/sub name. Hub channels (``dm:alice``, ``room:lobby``) are topics; so are
+  ``user:<id>`` (membership changes for every connection of a user) and
+  ``worker:<id>`` (commands for one worker, such as stopping a reply it runs).
+- *entry*: a stored message of a channel's log: its id and its body, a JSON object
+  string holding every field of the ``message`` frame except ``type`` and ``id``.
+- *reply in flight*: an assistant reply being generated; its deltas so far are kept so a
+  resuming client on any worker gets the part already streamed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+FrameHandler = Callable[[str, str], None]
+"""Called with (topic, payload) for every frame published to a topic this worker subscribes."""
+
+ReconnectHandler = Callable[[], Awaitable[None]]
+"""Called after the broker lost its pub/sub link and subscribed again: frames may be missing."""
+
+
+class BrokerError(Exception):
+    """The broker could not be reached or answered wrongly; the operation may be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored message of a channel log."""
+
+    id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where ``append`` stored a message; ``duplicate`` when the dedupe key had been seen."""
+
+    id: str
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class InflightReply:
+    """A reply still streaming (or orphaned by a dead worker when ``alive`` is false)."""
+
+    reply: str
+    channel: str
+    worker: str
+    meta: str
+    deltas: list[str] = field(default_factory=list)
+    alive: bool = True
+
+
+@dataclass(slots=True)
+class Replay:
+    """What a resuming client missed in one channel: entries after its id, then replies in flight."""
+
+    entries: list[Entry]
+    replies: list[InflightReply]
+
+
+class Broker(Protocol):
+    """Shared state and fan-out of the hub; see the module docstring for the vocabulary."""
+
+    async def start(self, on_frame: FrameHandler, on_reconnect: ReconnectHandler) -> None:
+        """Connect and start delivering frames of subscribed topics to ``on_frame``."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every background task and release connections."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the broker answers now (for /health)."""
+        ...
+
+    # -- pub/sub -------------------------------------------------------------------------
+    async def subscribe(self, topic: str) -> None:
+        """Count one more local interest in ``topic``; subscribe for real on the first."""
+        ...
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Count one less local interest; unsubscribe for real after the last."""
+        ...
+
+    async def publish(self, topic: str, payload: str) -> None:
+        """Send a frame to every worker subscribed to ``topic``, this one included."""
+        ...
+
+    # -- channel logs --------------------------------------------------------------------
+    async def append(
+        self,
+        channel: str,
+        body: str,
+        *,
+        publish_as: str = "message",
+        dedupe: str | None = None,
+        dedupe_ttl: float = 86400.0,
+        finish_reply: str | None = None,
+    ) -> AppendResult | None:
+        """Store ``body`` in the channel log and publish it as ``{"type":publish_as,"id":…}``.
+
+        One atomic step: with ``dedupe`` already seen, nothing is stored or published and the
+        first id comes back with ``duplicate=True``; with ``finish_reply``, the reply's in-flight
+        state is dropped, and if it was already gone nothing happens and None comes back (another
+        worker finished it first).
+        """
+        ...
+
+    async def history(
+        self, channel: str, before: str | None, limit: int
+    ) -> tuple[list[Entry], bool]:
+        """The ``limit`` latest entries older than ``before`` (oldest first), and whether more exist."""
+        ...
+
+    async def replay(self, channel: str, after: str) -> Replay | None:
+        """Every entry after ``after`` and the replies in flight, or None when that is impossible.
+
+        None means the log no longer reaches back to ``after``: it was trimmed past it, or it was
+        lost and started anew (an epoch is kept beside each log to tell), or the id is unknown.
+        """
+        ...
+
+    # -- replies in flight ---------------------------------------------------------------
+    async def reply_begin(
+        self, channel: str, reply: str, worker: str, meta: str, lease: float
+    ) -> None:
+        """Record a reply as streaming on ``worker`` with a lease that expires unless renewed."""
+        ...
+
+    async def reply_delta(self, channel: str, reply: str, text: str, frame: str) -> None:
+        """Keep the next delta of a reply and publish its frame to the channel, in one step."""
+        ...
+
+    async def reply_renew(self, replies: list[tuple[str, str]], lease: float) -> None:
+        """Extend the leases of (channel, reply) pairs this worker is still generating."""
+        ...
+
+    async def reply_owner(self, reply: str) -> tuple[str, str] | None:
+        """(channel, worker) of a reply in flight, or None when it is not streaming."""
+        ...
+
+    async def inflight(self, channel: str) -> list[InflightReply]:
+        """Replies in flight in a channel, with their deltas so far and whether their lease lives."""
+        ...
+
+    # -- rooms and presence --------------------------------------------------------------
+    async def room_join(self, room: str, user_id: str, name: str) -> bool:
+        """Make a user a member of a room; False when it already was."""
+        ...
+
+    async def room_leave(self, room: str, user_id: str) -> bool:
+        """End a user's membership; False when it was not a member."""
+        ...
+
+    async def room_members(self, room: str) -> dict[str, str]:
+        """Members of a room: user id → display name."""
+        ...
+
+    async def user_rooms(self, user_id: str) -> list[str]:
+        """Rooms a user is a member of, sorted."""
+        ...
+
+    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
+        """Mark a user online in a room through ``worker`` for ``ttl`` seconds."""
+        ...
+
+    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
+        """Remove a user's presence through one worker, or through all when ``worker`` is None."""
+        ...
+
+    async def presence_online(self, room: str) -> set[str]:
+        """User ids online in a room now (leases not yet expired)."""
+        ...
+
+    # -- limits --------------------------------------------------------------------------
+    async def rate_take(self, key: str, rate: float, burst: int) -> float:
+        """Take one token from a bucket; 0 when allowed, else seconds until one is available."""
+        ...

@@ -1,0 +1,210 @@
+"""The embedded broker: all shared state in this process, for a hub that runs alone."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+
+from hub.broker.base import (
+    AppendResult,
+    Entry,
+    FrameHandler,
+    InflightReply,
+    ReconnectHandler,
+    Replay,
+)
+from hub.protocol import frame_from_entry, parse_id
+
+
+class _Log:
+    """A capped channel log with stream-style ids and the highest id trimmed away."""
+
+    __slots__ = ("entries", "epoch", "trimmed")
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.epoch: tuple[int, int] | None = None
+        self.trimmed: tuple[int, int] = (0, 0)
+
+
+class MemoryBroker:
+    """Implements ``Broker`` with dicts and deques; frames are delivered synchronously."""
+
+    def __init__(self, history_max: int = 1000) -> None:
+        self._history_max = history_max
+        self._on_frame: FrameHandler | None = None
+        self._subs: dict[str, int] = defaultdict(int)
+        self._logs: dict[str, _Log] = defaultdict(_Log)
+        self._last_id = (0, 0)
+        self._dedupe: dict[str, tuple[str, float]] = {}
+        self._inflight: dict[str, InflightReply] = {}
+        self._leases: dict[str, float] = {}
+        self._members: dict[str, dict[str, str]] = defaultdict(dict)
+        self._rooms: dict[str, set[str]] = defaultdict(set)
+        self._presence: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    async def start(self, on_frame: FrameHandler, on_reconnect: ReconnectHandler) -> None:
+        self._on_frame = on_frame
+
+    async def close(self) -> None:
+        self._on_frame = None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def subscribe(self, topic: str) -> None:
+        self._subs[topic] += 1
+
+    async def unsubscribe(self, topic: str) -> None:
+        count = self._subs.get(topic, 0) - 1
+        if count > 0:
+            self._subs[topic] = count
+        else:
+            self._subs.pop(topic, None)
+
+    def subscribed(self) -> dict[str, int]:
+        """Local subscription counts, for tests and metrics."""
+        return dict(self._subs)
+
+    async def publish(self, topic: str, payload: str) -> None:
+        if self._on_frame is not None and topic in self._subs:
+            self._on_frame(topic, payload)
+
+    def _next_id(self) -> str:
+        ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last_id
+        self._last_id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._last_id[0]}-{self._last_id[1]}"
+
+    async def append(
+        self,
+        channel: str,
+        body: str,
+        *,
+        publish_as: str = "message",
+        dedupe: str | None = None,
+        dedupe_ttl: float = 86400.0,
+        finish_reply: str | None = None,
+    ) -> AppendResult | None:
+        now = time.monotonic()
+        if dedupe is not None:
+            seen = self._dedupe.get(dedupe)
+            if seen is not None and seen[1] > now:
+                return AppendResult(seen[0], duplicate=True)
+        if finish_reply is not None:
+            if finish_reply not in self._inflight:
+                return None
+            del self._inflight[finish_reply]
+            self._leases.pop(finish_reply, None)
+        log = self._logs[channel]
+        message_id = self._next_id()
+        if log.epoch is None:
+            log.epoch = parse_id(message_id)
+        log.entries.append(Entry(message_id, body))
+        while len(log.entries) > self._history_max:
+            log.trimmed = parse_id(log.entries.popleft().id)
+        if dedupe is not None:
+            self._dedupe[dedupe] = (message_id, now + dedupe_ttl)
+            if len(self._dedupe) > 100_000:
+                self._dedupe = {k: v for k, v in self._dedupe.items() if v[1] > now}
+        await self.publish(channel, frame_from_entry(publish_as, message_id, body))
+        return AppendResult(message_id)
+
+    async def history(
+        self, channel: str, before: str | None, limit: int
+    ) -> tuple[list[Entry], bool]:
+        entries = list(self._logs[channel].entries) if channel in self._logs else []
+        if before is not None:
+            bound = parse_id(before)
+            entries = [e for e in entries if parse_id(e.id) < bound]
+        return entries[-limit:], len(entries) > limit
+
+    async def replay(self, channel: str, after: str) -> Replay | None:
+        log = self._logs.get(channel)
+        if log is None or log.epoch is None or not log.entries:
+            return None
+        cursor = parse_id(after)
+        if cursor < log.epoch or cursor < log.trimmed or cursor > parse_id(log.entries[-1].id):
+            return None
+        entries = [e for e in log.entries if parse_id(e.id) > cursor]
+        return Replay(entries, await self.inflight(channel))
+
+    async def reply_begin(
+        self, channel: str, reply: str, worker: str, meta: str, lease: float
+    ) -> None:
+        self._inflight[reply] = InflightReply(reply, channel, worker, meta)
+        self._leases[reply] = time.monotonic() + lease
+
+    async def reply_delta(self, channel: str, reply: str, text: str, frame: str) -> None:
+        state = self._inflight.get(reply)
+        if state is not None:
+            state.deltas.append(text)
+        await self.publish(channel, frame)
+
+    async def reply_renew(self, replies: list[tuple[str, str]], lease: float) -> None:
+        deadline = time.monotonic() + lease
+        for _channel, reply in replies:
+            if reply in self._inflight:
+                self._leases[reply] = deadline
+
+    async def reply_owner(self, reply: str) -> tuple[str, str] | None:
+        state = self._inflight.get(reply)
+        return None if state is None else (state.channel, state.worker)
+
+    async def inflight(self, channel: str) -> list[InflightReply]:
+        now = time.monotonic()
+        out = []
+        for state in self._inflight.values():
+            if state.channel == channel:
+                alive = self._leases.get(state.reply, 0.0) > now
+                out.append(
+                    InflightReply(
+                        state.reply, channel, state.worker, state.meta, list(state.deltas), alive
+                    )
+                )
+        return out
+
+    async def room_join(self, room: str, user_id: str, name: str) -> bool:
+        fresh = user_id not in self._members[room]
+        self._members[room][user_id] = name
+        self._rooms[user_id].add(room)
+        return fresh
+
+    async def room_leave(self, room: str, user_id: str) -> bool:
+        was = self._members[room].pop(user_id, None) is not None
+        self._rooms[user_id].discard(room)
+        return was
+
+    async def room_members(self, room: str) -> dict[str, str]:
+        return dict(self._members.get(room, {}))
+
+    async def user_rooms(self, user_id: str) -> list[str]:
+        return sorted(self._rooms.get(user_id, ()))
+
+    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
+        self._presence[room][(user_id, worker)] = time.monotonic() + ttl
+
+    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
+        leases = self._presence.get(room)
+        if not leases:
+            return
+        for key in [k for k in leases if k[0] == user_id and worker in (None, k[1])]:
+            del leases[key]
+
+    async def presence_online(self, room: str) -> set[str]:
+        now = time.monotonic()
+        leases = self._presence.get(room, {})
+        for key in [k for k, exp in leases.items() if exp <= now]:
+            del leases[key]
+        return {user_id for user_id, _worker in leases}
+
+    async def rate_take(self, key: str, rate: float, burst: int) -> float:
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - stamp) * rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / rate

@@ -1,0 +1,324 @@
+"""Every frame of the wire protocol (docs/protocol.md) as pydantic models; no I/O here."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ROOM_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+CHANNEL_RE = re.compile(r"^(dm:[A-Za-z0-9_.-]{1,64}|room:[a-z0-9_-]{1,64})$")
+STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+RoomName = Annotated[str, Field(pattern=ROOM_RE.pattern)]
+ChannelName = Annotated[str, Field(pattern=CHANNEL_RE.pattern)]
+MessageId = Annotated[str, Field(pattern=STREAM_ID_RE.pattern)]
+Ref = Annotated[str, Field(min_length=1, max_length=128)]
+
+Role = Literal["user", "assistant", "system"]
+StopReason = Literal["end", "max_tokens", "stopped", "error", "interrupted"]
+
+ERROR_CODES = (
+    "bad_frame",
+    "unknown_type",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "too_long",
+    "rate_limited",
+    "llm_unavailable",
+    "llm_error",
+    "unavailable",
+    "internal",
+)
+ErrorCode = Literal[
+    "bad_frame",
+    "unknown_type",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "too_long",
+    "rate_limited",
+    "llm_unavailable",
+    "llm_error",
+    "unavailable",
+    "internal",
+]
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTARTING = 1012
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_TOO_SLOW = 4008
+CLOSE_ABUSE = 4029
+
+
+def channel_kind(channel: str) -> tuple[str, str]:
+    """Split ``dm:alice`` into ``("dm", "alice")``."""
+    kind, _, name = channel.partition(":")
+    return kind, name
+
+
+def dm_channel(user_id: str) -> str:
+    """The private channel of a user."""
+    return f"dm:{user_id}"
+
+
+def room_channel(room: str) -> str:
+    """The channel of a room."""
+    return f"room:{room}"
+
+
+def parse_id(message_id: str) -> tuple[int, int]:
+    """Order message ids numerically (``ms-seq``), as Redis Streams do."""
+    ms, _, seq = message_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _ClientFrame(_Frame):
+    ref: Ref | None = None
+
+
+class Hello(_ClientFrame):
+    type: Literal["hello"]
+    token: str = Field(min_length=1, max_length=4096)
+    resume: dict[ChannelName, MessageId] | None = Field(None, max_length=200)
+
+
+class Join(_ClientFrame):
+    type: Literal["join"]
+    room: RoomName
+
+
+class Leave(_ClientFrame):
+    type: Literal["leave"]
+    room: RoomName
+
+
+class Send(_ClientFrame):
+    type: Literal["send"]
+    channel: ChannelName | None = None
+    text: str = Field(min_length=1)
+
+
+class Stop(_ClientFrame):
+    type: Literal["stop"]
+    reply: str = Field(min_length=1, max_length=64)
+
+
+class HistoryRequest(_ClientFrame):
+    type: Literal["history"]
+    channel: ChannelName
+    before: MessageId | None = None
+    limit: int = Field(50, ge=1, le=200)
+
+
+class Ping(_ClientFrame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[
+    Hello | Join | Leave | Send | Stop | HistoryRequest | Ping, Field(discriminator="type")
+]
+CLIENT_TYPES = frozenset({"hello", "join", "leave", "send", "stop", "history", "ping"})
+_client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+class FrameError(Exception):
+    """A client frame that cannot be accepted; ``code`` is the wire error code."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.ref = ref
+
+
+def parse_client_frame(raw: str) -> ClientFrame:
+    """Parse one text frame, raising FrameError with a sentence a person can act on."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise FrameError("bad_frame", "Frames must be JSON objects; this one is not JSON.") from None
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", "Frames must be JSON objects with a string 'type'.")
+    ref = data.get("ref") if isinstance(data.get("ref"), str) else None
+    ftype = data.get("type")
+    if not isinstance(ftype, str) or ftype not in CLIENT_TYPES:
+        known = ", ".join(sorted(CLIENT_TYPES))
+        raise FrameError("unknown_type", f"Unknown frame type {ftype!r}; use one of: {known}.", ref)
+    try:
+        return _client_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise FrameError("invalid", describe_validation(exc), ref) from None
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """One sentence naming each bad field and what it needs."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err["loc"] if not str(p).startswith(("Hello", "Join"))]
+        field = ".".join(loc[1:] if loc and loc[0] in CLIENT_TYPES else loc) or "frame"
+        parts.append(f"{field}: {err['msg']}")
+    return "Invalid frame: " + "; ".join(parts) + "."
+
+
+class User(_Frame):
+    id: str
+    name: str
+
+
+class Author(_Frame):
+    id: str
+    name: str
+    role: Role
+
+
+class Usage(_Frame):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class Limits(_Frame):
+    max_frame: int
+    max_text: int
+    history_max: int
+    rate: float
+    rate_burst: int
+
+
+class Welcome(_Frame):
+    type: Literal["welcome"] = "welcome"
+    user: User
+    worker: str
+    channels: list[str]
+    limits: Limits
+    resumed: dict[str, bool] = {}
+    ref: str | None = None
+
+
+class Message(_Frame):
+    type: Literal["message"] = "message"
+    channel: str
+    id: str
+    author: Author
+    text: str
+    ts: int
+    ref: str | None = None
+    html: str | None = None
+    reply: str | None = None
+    stop_reason: StopReason | None = None
+    usage: Usage | None = None
+
+
+class Delta(_Frame):
+    type: Literal["delta"] = "delta"
+    channel: str
+    reply: str
+    seq: int
+    text: str
+
+
+class Done(_Frame):
+    type: Literal["done"] = "done"
+    channel: str
+    reply: str
+    id: str
+    text: str
+    html: str
+    stop_reason: StopReason
+    author: Author | None = None
+    ts: int | None = None
+    usage: Usage | None = None
+
+
+class Member(_Frame):
+    id: str
+    name: str
+
+
+class Joined(_Frame):
+    type: Literal["joined"] = "joined"
+    room: str
+    members: list[Member]
+    history: list[dict[str, Any]]
+    ref: str | None = None
+
+
+class Left(_Frame):
+    type: Literal["left"] = "left"
+    room: str
+    ref: str | None = None
+
+
+class Presence(_Frame):
+    type: Literal["presence"] = "presence"
+    room: str
+    members: list[Member]
+
+
+class History(_Frame):
+    type: Literal["history"] = "history"
+    channel: str
+    messages: list[dict[str, Any]]
+    more: bool
+    ref: str | None = None
+
+
+class Ack(_Frame):
+    type: Literal["ack"] = "ack"
+    ref: str | None
+    id: str
+
+
+class Error(_Frame):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    ref: str | None = None
+    retry_after: float | None = None
+
+
+class Pong(_Frame):
+    type: Literal["pong"] = "pong"
+    ref: str | None = None
+
+
+def encode(frame: _Frame) -> str:
+    """Serialize a server frame once, leaving out fields that are unset."""
+    return frame.model_dump_json(exclude_none=True)
+
+
+def entry_body(message: Message | Done) -> str:
+    """The JSON object a channel log stores for a message: every field but ``type`` and ``id``."""
+    if isinstance(message, Done):
+        body = Message(
+            channel=message.channel,
+            id="0-0",
+            author=message.author or Author(id="assistant", name="Assistant", role="assistant"),
+            text=message.text,
+            ts=message.ts or 0,
+            html=message.html,
+            reply=message.reply,
+            stop_reason=message.stop_reason,
+            usage=message.usage,
+        )
+    else:
+        body = message
+    return body.model_dump_json(exclude_none=True, exclude={"type", "id"})
+
+
+def frame_from_entry(frame_type: str, message_id: str, body: str) -> str:
+    """Build ``{"type":..., "id":..., <body>}`` without parsing the stored body again."""
+    return f'{{"type":"{frame_type}","id":"{message_id}",{body[1:]}'

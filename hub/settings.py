@@ -1,0 +1,120 @@
+"""Every setting of the hub, read from the environment (prefix ``HUB_``) and checked at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+LLMName = Literal["echo", "anthropic", "openai"]
+
+
+class SettingsError(Exception):
+    """A setting has a value the hub cannot run with; the message names it and says why."""
+
+
+class Settings(BaseSettings):
+    """The hub's configuration; the README's settings table documents each field."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    broker_url: str = "memory://"
+    redis_prefix: str = Field("hub", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    secret: SecretStr | None = None
+    guest_login: bool = True
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    api_key: SecretStr | None = None
+    token_ttl: int = Field(7 * 24 * 3600, gt=0)
+
+    hello_timeout: float = Field(10.0, gt=0)
+    heartbeat: float = Field(20.0, gt=0)
+    max_frame: int = Field(65536, ge=1024)
+    max_text: int = Field(8000, ge=1)
+    history_max: int = Field(1000, ge=10)
+    outbound_queue: int = Field(512, ge=8)
+    rate: float = Field(1.0, gt=0)
+    rate_burst: int = Field(10, ge=1)
+    presence_ttl: float = Field(30.0, gt=0)
+    reply_lease: float = Field(10.0, gt=0)
+    drain_timeout: float = Field(10.0, gt=0)
+    worker_id: str = ""
+
+    llm: LLMName | None = None
+    echo_delay: float = Field(0.05, ge=0)
+    delta_interval: float = Field(0.04, ge=0)
+    context_messages: int = Field(200, ge=1)
+
+    anthropic_model: str = "claude-sonnet-4-5"
+    system_prompt: str = "You are a helpful assistant in a chat hub. Answer concisely in Markdown."
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float | None = Field(None, ge=0, le=1)
+    llm_timeout: float = Field(60.0, gt=0)
+    llm_read_timeout: float = Field(30.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    context_tokens: int = Field(50_000, ge=100)
+
+    openai_base_url: str = "http://127.0.0.1:11434/v1"
+    openai_model: str = "llama3.1"
+    openai_api_key: SecretStr | None = None
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
+            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if self.llm is None:
+            self.llm = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "echo"
+        if not self.worker_id:
+            self.worker_id = f"{self.host}:{self.port}"
+        return self
+
+    @property
+    def llm_name(self) -> LLMName:
+        """The chosen assistant, resolved at validation."""
+        assert self.llm is not None
+        return self.llm
+
+    def secret_value(self) -> str:
+        """The token secret; ``ensure_secret`` has filled it by the time the app runs."""
+        assert self.secret is not None, "call ensure_secret() first"
+        return self.secret.get_secret_value()
+
+    def ensure_secret(self) -> None:
+        """Use a random per-process secret when none is set, and say what that costs."""
+        if self.secret is None:
+            self.secret = SecretStr(secrets.token_urlsafe(32))
+            log.warning(
+                "HUB_SECRET is not set: using a random secret for this process. Tokens will "
+                "not survive a restart and will not work across workers; set HUB_SECRET."
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "HUB_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
