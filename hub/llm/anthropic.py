@@ -1,0 +1,389 @@
+"""Claude through the ``anthropic`` SDK: streamed replies, prompt caching, bounded retries.
+
+Failures and what the user gets (``LLMError.code``):
+
+* 429, 529 and other 5xx, and timeouts before the reply starts, are retried by the SDK
+  (``HUB_LLM_MAX_RETRIES`` times, honouring ``retry-after`` up to :data:`MAX_RETRY_WAIT`
+  seconds), then ``llm_unavailable`` with ``retry_after`` from the last ``retry-after``.
+  A ``retry-after`` longer than :data:`MAX_RETRY_WAIT` ends the reply at once instead of
+  keeping the user waiting.
+* A 429/402 that retrying cannot cure (spend limit reached, billing error) fails at once:
+  ``llm_unavailable``, plus an operator log line.
+* 401/403/404 (key refused, key not allowed, model unknown): ``llm_unavailable`` and a
+  ``logging.error`` telling the operator what to fix. Nothing is remembered: the next
+  request tries again, so fixing the key or the model needs no restart.
+* An ``error`` event inside the stream: ``llm_error``, after the text already yielded.
+* A stream that stalls (no bytes and no pings for ``HUB_LLM_READ_TIMEOUT`` seconds) or
+  whose connection drops: ``llm_unavailable`` -- like a timeout before the reply, it is the
+  service not answering, and asking again later is the remedy. The hub keeps the partial
+  text either way.
+* A request the API rejects (400, 413): ``llm_error`` with the API's explanation.
+
+Stop: closing this generator (``aclose``) or cancelling the task awaiting it leaves the
+SDK's ``async with`` block, which closes the HTTP response at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import httpx2
+from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncCallNext, Middleware
+from anthropic._request import APIRequest
+from anthropic.types import (
+    AssistantMessageParam,
+    MessageParam,
+    TextBlockParam,
+    UserMessageParam,
+)
+
+from hub.llm.base import Finish, LLMError, LLMRequest
+from hub.llm.context import Context, build_context
+from hub.protocol import StopReason, Usage
+
+if TYPE_CHECKING:
+    from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_WAIT = 10.0
+"""Longest ``retry-after`` (s) worth waiting for inside one reply; beyond it, fail at once."""
+
+CONNECT_TIMEOUT = 10.0
+"""Longest wait (s) for a TCP/TLS connection, capped by ``HUB_LLM_TIMEOUT``."""
+
+SPEND_LIMIT_CODES = frozenset(
+    {
+        "contract_spend_limit_reached",
+        "enforced_spend_limit_reached",
+        "linked_organization_spend_limit_reached",
+        "linked_organization_billing_unavailable",
+    }
+)
+"""``error.details.error_code`` values of a 402/429 that waiting will not cure."""
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+}
+
+KEY_REFUSED = (
+    "The assistant is not available: the server's API key was refused. "
+    "The operator has been told; please try again later."
+)
+
+
+class GiveUp(Exception):
+    """Raised by the retry policy to end the SDK's retries early; not an SDK error on purpose."""
+
+    def __init__(self, error: LLMError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def error_fields(body: object) -> tuple[str, str, str]:
+    """``(type, message, details.error_code)`` of an API error body, empty where absent."""
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return "", "", ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", "", ""
+    details = error.get("details")
+    code = details.get("error_code") if isinstance(details, dict) else None
+    return (
+        str(error.get("type") or ""),
+        str(error.get("message") or ""),
+        str(code or ""),
+    )
+
+
+def is_spend_limit(status: int, body: object) -> bool:
+    """A 402/429 that no amount of retrying fixes: the account may not spend more."""
+    etype, _, code = error_fields(body)
+    return status in (402, 429) and (
+        status == 402 or etype == "billing_error" or code in SPEND_LIMIT_CODES
+    )
+
+
+def spend_limit_error(provider: str, message: str) -> LLMError:
+    """What the user sees when the account cannot pay; the operator gets the details."""
+    log.error(
+        "%s refused the request for billing reasons (%s): raise the spend limit or fix "
+        "billing for the server's account",
+        provider,
+        message or "no message",
+    )
+    return LLMError(
+        "llm_unavailable",
+        "The assistant is not available: the server's account has reached its spend limit. "
+        "The operator has been told; please try again later.",
+    )
+
+
+def busy_error(retry_after: float | None) -> LLMError:
+    """Rate limited or overloaded after every retry allowed."""
+    later = f" in {retry_after:.0f} s" if retry_after and retry_after >= 1 else " shortly"
+    return LLMError(
+        "llm_unavailable",
+        f"The assistant is busy right now; please try again{later}.",
+        retry_after=retry_after,
+    )
+
+
+class RetryPolicy(Middleware):
+    """Cut the SDK's retries short where waiting cannot help or would take too long."""
+
+    def __init__(self, max_wait: float = MAX_RETRY_WAIT) -> None:
+        self.max_wait = max_wait
+
+    async def handle_async(
+        self, request: APIRequest, call_next: AsyncCallNext
+    ) -> AsyncAPIResponse[Any]:
+        response = await call_next(request)
+        status = response.status_code
+        if status not in (402, 429) and status < 500:
+            return response
+        http = response.http_response
+        await http.aread()
+        if is_spend_limit(status, http.content):
+            _, message, _ = error_fields(http.content)
+            raise GiveUp(spend_limit_error("Anthropic", message))
+        wait = parse_retry_after(http.headers)
+        if wait is not None and wait > self.max_wait:
+            raise GiveUp(busy_error(wait))
+        return response
+
+
+class AnthropicLLM:
+    """Streams Claude's replies; one instance (and one HTTP connection pool) per worker."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        system_prompt: str,
+        max_tokens: int,
+        temperature: float | None = None,
+        timeout: float = 60.0,
+        read_timeout: float = 30.0,
+        max_retries: int = 2,
+        context_tokens: int = 50_000,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retry_wait: float = MAX_RETRY_WAIT,
+    ) -> None:
+        self.model = model
+        self.system_prompt = system_prompt
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.context_tokens = context_tokens
+        self.read_timeout = read_timeout
+        # api_key/base_url None: the SDK reads ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, profiles.
+        self.client = AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=httpx2.Timeout(
+                timeout, read=read_timeout, connect=min(timeout, CONNECT_TIMEOUT)
+            ),
+            max_retries=max_retries,
+            middleware=[RetryPolicy(max_retry_wait)],
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnthropicLLM:
+        """The provider configured by ``HUB_*`` settings and the SDK's own environment."""
+        return cls(
+            model=settings.anthropic_model,
+            system_prompt=settings.system_prompt,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            timeout=settings.llm_timeout,
+            read_timeout=settings.llm_read_timeout,
+            max_retries=settings.llm_max_retries,
+            context_tokens=settings.context_tokens,
+        )
+
+    def request_params(self, context: Context) -> dict[str, Any]:
+        """The Messages API arguments: cache breakpoints on the system prompt and stable prefix."""
+        system: list[TextBlockParam] = [
+            {"type": "text", "text": context.system, "cache_control": {"type": "ephemeral"}}
+        ]
+        messages: list[MessageParam] = []
+        for index, message in enumerate(context.messages):
+            blocks: list[TextBlockParam] = [{"type": "text", "text": p} for p in message.parts]
+            if index == context.stable_prefix - 1:
+                blocks[-1]["cache_control"] = {"type": "ephemeral"}
+            if message.role == "user":
+                messages.append(UserMessageParam(role="user", content=blocks))
+            else:
+                messages.append(AssistantMessageParam(role="assistant", content=blocks))
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": system,
+            "messages": messages,
+        }
+        if self.temperature is not None:
+            # The SDK (1.0+) dropped sampling arguments; the API takes them from the body.
+            params["extra_body"] = {"temperature": self.temperature}
+        return params
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
+        """Yield Claude's text as it arrives, then a ``Finish`` with the token usage."""
+        context = build_context(request, self.system_prompt, self.context_tokens)
+        if context.dropped:
+            log.debug("%s: %d old turns left out of the context", request.channel, context.dropped)
+        usage: dict[str, int] = {}
+        stop: StopReason = "end"
+        streaming = False
+        try:
+            async with self.client.messages.stream(**self.request_params(context)) as events:
+                streaming = True
+                async for event in events:
+                    if event.type == "content_block_delta":
+                        if event.delta.type == "text_delta" and event.delta.text:
+                            yield event.delta.text
+                    elif event.type == "message_start":
+                        add_usage(usage, event.message.usage)
+                    elif event.type == "message_delta":
+                        add_usage(usage, event.usage)
+                        if event.delta.stop_reason:
+                            stop = _STOP_REASONS.get(event.delta.stop_reason, "end")
+        except GiveUp as exc:
+            raise exc.error from None
+        except anthropic.AnthropicError as exc:
+            raise self.map_error(exc, streaming) from exc
+        except httpx2.TimeoutException as exc:
+            log.warning("%s: the Anthropic stream stalled: %r", request.channel, exc)
+            raise LLMError(
+                "llm_unavailable",
+                f"The assistant stopped responding (nothing for {self.read_timeout:g} s); "
+                "please try again.",
+            ) from exc
+        except httpx2.HTTPError as exc:
+            log.warning("%s: the Anthropic stream broke off: %r", request.channel, exc)
+            raise LLMError(
+                "llm_unavailable",
+                "The connection to the assistant broke off; please try again.",
+            ) from exc
+        result = Usage(**usage)
+        log.info(
+            "%s: reply done (%s, %s): input %d, output %d, cache read %d, cache write %d",
+            request.channel,
+            self.model,
+            stop,
+            result.input_tokens,
+            result.output_tokens,
+            result.cache_read_input_tokens,
+            result.cache_creation_input_tokens,
+        )
+        yield Finish(stop, usage=result)
+
+    def map_error(self, exc: anthropic.AnthropicError, streaming: bool) -> LLMError:
+        """One sentence a user can act on for each SDK failure; operator problems are logged."""
+        if isinstance(exc, anthropic.APIStatusError):
+            etype, message, _ = error_fields(exc.body)
+            message = exc.api_message or message
+            if streaming:
+                log.warning("Anthropic stream error event: %s: %s", etype or "?", message)
+                return LLMError(
+                    "llm_error",
+                    f"The assistant's reply broke off with an error ({etype or 'api_error'}); "
+                    "please try again.",
+                )
+            retry_after = parse_retry_after(exc.response.headers)
+            status = exc.status_code
+            if is_spend_limit(status, exc.body):
+                return spend_limit_error("Anthropic", message)
+            if status == 401:
+                log.error(
+                    "Anthropic refused the API key (401 %s): set a valid ANTHROPIC_API_KEY "
+                    "for the hub; replies fail until then",
+                    message or "authentication_error",
+                )
+                return LLMError("llm_unavailable", KEY_REFUSED)
+            if status == 403:
+                log.error("Anthropic denied the request (403): %s", message)
+                return LLMError(
+                    "llm_unavailable",
+                    "The assistant is not available: the server's API key may not make this "
+                    "request. The operator has been told.",
+                )
+            if status == 404:
+                log.error(
+                    "Anthropic answered 404 (%s): is HUB_ANTHROPIC_MODEL=%r a current model?",
+                    message,
+                    self.model,
+                )
+                return LLMError(
+                    "llm_unavailable",
+                    "The assistant is not available: the configured model was not found. "
+                    "The operator has been told.",
+                )
+            if status in (408, 409, 429) or status >= 500:
+                log.warning("Anthropic unavailable after retries (%d): %s", status, message)
+                return busy_error(retry_after)
+            log.warning("Anthropic rejected the request (%d): %s", status, message)
+            return LLMError(
+                "llm_error",
+                f"The assistant could not answer this conversation: {message or etype}.",
+            )
+        if isinstance(exc, anthropic.APITimeoutError):
+            return LLMError(
+                "llm_unavailable", "The assistant did not answer in time; please try again."
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            log.warning("cannot reach the Anthropic API: %s", exc.__cause__ or exc)
+            return LLMError(
+                "llm_unavailable", "The assistant cannot be reached right now; please try again."
+            )
+        log.error("Anthropic client failure: %s", exc)
+        return LLMError(
+            "llm_unavailable",
+            "The assistant is not available: the server cannot use its Anthropic account. "
+            "The operator has been told.",
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.close()
+
+
+def add_usage(total: dict[str, int], usage: object) -> None:
+    """Fold a ``message_start`` or ``message_delta`` usage into the reply's totals."""
+    for field in Usage.model_fields:
+        value = getattr(usage, field, None)
+        if isinstance(value, int):
+            total[field] = value
