@@ -136,11 +136,18 @@ _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 class FrameError(Exception):
     """A client frame that cannot be accepted; ``code`` is the wire error code."""
 
-    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        ref: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after
 
 
 def parse_client_frame(raw: str) -> ClientFrame:
@@ -148,7 +155,9 @@ def parse_client_frame(raw: str) -> ClientFrame:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise FrameError("bad_frame", "Frames must be JSON objects; this one is not JSON.") from None
+        raise FrameError(
+            "bad_frame", "Frames must be JSON objects; this one is not JSON."
+        ) from None
     if not isinstance(data, dict):
         raise FrameError("bad_frame", "Frames must be JSON objects with a string 'type'.")
     ref = data.get("ref") if isinstance(data.get("ref"), str) else None
@@ -288,6 +297,8 @@ class Error(_Frame):
     message: str
     ref: str | None = None
     retry_after: float | None = None
+    channel: str | None = None
+    reply: str | None = None
 
 
 class Pong(_Frame):

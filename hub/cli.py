@@ -1,0 +1,109 @@
+"""Command line: ``hub serve``, ``hub token``, ``hub bench``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from hub.auth import mint_token
+from hub.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("hub")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hub`` console script."""
+    parser = argparse.ArgumentParser(prog="hub", description="Multi-user LLM chat hub.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one hub worker (settings from HUB_* variables)")
+    serve.add_argument("--host", help="overrides HUB_HOST")
+    serve.add_argument("--port", type=int, help="overrides HUB_PORT")
+    token = sub.add_parser("token", help="mint a token with HUB_SECRET for a user")
+    token.add_argument("--user", required=True, help="user id: 1-64 of A-Z a-z 0-9 _ . -")
+    token.add_argument("--name", required=True, help="display name")
+    token.add_argument("--ttl", type=int, help="seconds until it expires (default HUB_TOKEN_TTL)")
+    bench = sub.add_parser("bench", help="load a running hub and report throughput and latency")
+    bench.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL")
+    bench.add_argument("--users", type=int, default=50)
+    bench.add_argument("--messages", type=int, default=20, help="messages per user")
+    bench.add_argument("--room", default="bench")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        overrides: dict[str, object] = {}
+        if args.command == "serve":
+            if args.host:
+                overrides["host"] = args.host
+            if args.port is not None:
+                overrides["port"] = args.port
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return asyncio.run(_serve(settings))
+    if args.command == "token":
+        if settings.secret is None:
+            print("hub: set HUB_SECRET to the secret the hub runs with.", file=sys.stderr)
+            return 2
+        try:
+            print(
+                mint_token(
+                    settings.secret_value(), args.user, args.name, args.ttl or settings.token_ttl
+                )
+            )
+        except ValueError as exc:
+            print(f"hub: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    from hub.bench import run_bench
+
+    return asyncio.run(run_bench(args.url, args.users, args.messages, args.room))
+
+
+async def _serve(settings: Settings) -> int:
+    """Run until SIGINT or SIGTERM, then drain: clients are told to reconnect elsewhere (1012)."""
+    from hub.web.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.drain_timeout, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(
+            f"hub: cannot listen on {settings.host}:{settings.port}: {exc.strerror}. "
+            "Set HUB_PORT (or --port) to a free port.",
+            file=sys.stderr,
+        )
+        await runner.cleanup()
+        return 2
+    port = settings.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    print(
+        f"Chat hub running at http://{host}:{port}/  (worker {settings.worker_id}, "
+        f"assistant {settings.llm_name}, broker {settings.broker_url.split('@')[-1]})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: closing connections with 1012 (at most %ss)", settings.drain_timeout)
+    try:
+        await asyncio.wait_for(runner.cleanup(), settings.drain_timeout + 5)
+    except TimeoutError:
+        log.error("drain took longer than %ss; exiting anyway", settings.drain_timeout)
+    return 0

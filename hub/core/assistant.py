@@ -1,0 +1,305 @@
+"""The assistant runner: history → prompt → streamed pieces → coalesced deltas → stored reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hub.broker.base import Broker, BrokerError
+from hub.llm.base import LLM, Finish, LLMError, LLMRequest, Turn
+from hub.metrics import Metrics
+from hub.protocol import (
+    Author,
+    Delta,
+    Done,
+    Error,
+    StopReason,
+    Usage,
+    channel_kind,
+    encode,
+    entry_body,
+)
+from hub.render import render_markdown
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ASSISTANT = Author(id="assistant", name="Assistant", role="assistant")
+FINISH_RETRY_SECONDS = 30.0
+"""How long a finished reply keeps trying to reach a broker that is down before it is given up."""
+
+
+class _Stopped(Exception):
+    """The reply's generator was cancelled by ``stop``."""
+
+
+ReplyListener = Callable[[str | Done | Error], None]
+"""Local observer of one reply (the HTTP streaming API): pieces, then the final Done, or an Error."""
+
+
+@dataclass(slots=True)
+class _Reply:
+    reply: str
+    channel: str
+    pieces: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    seq: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: bool = False
+    generator: asyncio.Task[Finish] | None = None
+    task: asyncio.Task[None] | None = None
+    listeners: list[ReplyListener] = field(default_factory=list)
+
+
+class AssistantRunner:
+    """Runs replies on this worker; any worker can ask it (through the broker) to stop one."""
+
+    def __init__(
+        self, settings: Settings, broker: Broker, llm: LLM, worker: str, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.llm = llm
+        self.worker = worker
+        self.metrics = metrics
+        self.running: dict[str, _Reply] = {}
+
+    def start(self, channel: str, *, listener: ReplyListener | None = None) -> str:
+        """Begin a reply to the latest message of ``channel``; returns the reply id at once."""
+        state = _Reply(reply="r" + secrets.token_hex(8), channel=channel)
+        if listener is not None:
+            state.listeners.append(listener)
+        self.running[state.reply] = state
+        state.task = asyncio.create_task(self._run(state), name=f"reply-{state.reply}")
+        return state.reply
+
+    def stop(self, reply: str) -> bool:
+        """Stop a reply running here; its partial text is kept with ``stop_reason: stopped``."""
+        state = self.running.get(reply)
+        if state is None:
+            return False
+        state.stopped = True
+        if state.generator is not None:
+            state.generator.cancel()
+        return True
+
+    def leases(self) -> list[tuple[str, str]]:
+        """(channel, reply) of every reply running here, for lease renewal."""
+        return [(s.channel, s.reply) for s in self.running.values()]
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Let running replies finish on their own for up to ``timeout`` seconds (drain)."""
+        tasks = [s.task for s in self.running.values() if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def shutdown(self) -> None:
+        """Interrupt what still runs; each reply stores its partial text as ``interrupted``."""
+        tasks = [s.task for s in self.running.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self, state: _Reply) -> None:
+        started = time.monotonic()
+        reason: StopReason = "end"
+        usage: Usage | None = None
+        failure: LLMError | None = None
+        try:
+            meta = json.dumps({"worker": self.worker, "started": int(time.time() * 1000)})
+            await self.broker.reply_begin(
+                state.channel, state.reply, self.worker, meta, self.settings.reply_lease
+            )
+            request = await self._request(state.channel)
+            state.generator = asyncio.create_task(self._generate(state, request))
+            if state.stopped:
+                state.generator.cancel()
+            await self._flush_loop(state)
+            finish = state.generator.result()
+            reason, usage = finish.stop_reason, finish.usage
+        except _Stopped:
+            reason = "stopped"
+        except asyncio.CancelledError:
+            reason = "interrupted"
+            if state.generator is not None:
+                state.generator.cancel()
+            raise
+        except LLMError as exc:
+            failure, reason = exc, "error"
+        except BrokerError as exc:
+            log.warning("reply %s could not start: %s", state.reply, exc)
+            failure, reason = LLMError("unavailable", str(exc)), "error"
+        except Exception:
+            log.exception("reply %s failed", state.reply)
+            failure = LLMError("internal", "The assistant failed unexpectedly; try again.")
+            reason = "error"
+        finally:
+            await asyncio.shield(self._finish(state, reason, usage, failure))
+            self.running.pop(state.reply, None)
+            self.metrics.reply_seconds.observe(time.monotonic() - started)
+            self.metrics.replies.labels(reason).inc()
+
+    async def _request(self, channel: str) -> LLMRequest:
+        entries, _more = await self.broker.history(channel, None, self.settings.context_messages)
+        turns: list[Turn] = []
+        names: set[str] = set()
+        for entry in entries:
+            body = json.loads(entry.body)
+            author = body.get("author", {})
+            role = author.get("role")
+            if role == "user":
+                turns.append(Turn("user", body.get("text", ""), author.get("name", "")))
+                names.add(author.get("name", ""))
+            elif role == "assistant" and body.get("text"):
+                turns.append(Turn("assistant", body["text"]))
+        kind, _name = channel_kind(channel)
+        return LLMRequest(channel=channel, turns=turns, room=kind == "room", members=sorted(names))
+
+    async def _generate(self, state: _Reply, request: LLMRequest) -> Finish:
+        stream = self.llm.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, Finish):
+                    return item
+                state.pending.append(item)
+                state.wake.set()
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            state.wake.set()
+        return Finish("end")
+
+    async def _flush_loop(self, state: _Reply) -> None:
+        """First piece at once, then at most one delta per ``delta_interval``."""
+        generator = state.generator
+        assert generator is not None
+        while True:
+            waiter = asyncio.create_task(state.wake.wait())
+            try:
+                await asyncio.wait({generator, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            state.wake.clear()
+            if state.pending:
+                await self._flush(state)
+            if generator.done():
+                if generator.cancelled():
+                    raise _Stopped
+                exc = generator.exception()
+                if exc is not None:
+                    raise exc
+                return
+            await asyncio.sleep(self.settings.delta_interval)
+
+    async def _flush(self, state: _Reply) -> None:
+        text = "".join(state.pending)
+        state.pending.clear()
+        state.pieces.append(text)
+        frame = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
+        state.seq += 1
+        for listener in state.listeners:
+            listener(text)
+        try:
+            await self.broker.reply_delta(state.channel, state.reply, text, frame)
+            self.metrics.deltas.inc()
+        except BrokerError as exc:
+            # The final message carries the whole text, so a lost delta costs only smoothness.
+            log.warning("delta of %s not published: %s", state.reply, exc)
+
+    async def _finish(
+        self, state: _Reply, reason: StopReason, usage: Usage | None, failure: LLMError | None
+    ) -> None:
+        if state.pending:
+            state.pieces.append("".join(state.pending))
+            state.pending.clear()
+        text = "".join(state.pieces)
+        done = Done(
+            channel=state.channel,
+            reply=state.reply,
+            id="0-0",
+            text=text,
+            html=render_markdown(text),
+            stop_reason=reason,
+            author=ASSISTANT,
+            ts=int(time.time() * 1000),
+            usage=usage,
+        )
+        if usage is not None:
+            log.info(
+                "reply %s usage: input=%d output=%d cache_read=%d cache_write=%d",
+                state.reply,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens,
+                usage.cache_creation_input_tokens,
+            )
+        if failure is not None:
+            log.warning("reply %s ended with %s: %s", state.reply, failure.code, failure.message)
+            error = Error(
+                code=failure.code,
+                message=failure.message,
+                retry_after=failure.retry_after,
+                channel=state.channel,
+                reply=state.reply,
+            )
+            await self._publish_error(state.channel, error)
+            for listener in state.listeners:
+                listener(error)
+        stored = await self._store(state, entry_body(done))
+        if stored is not None:
+            done = done.model_copy(update={"id": stored})
+        for listener in state.listeners:
+            listener(done)
+
+    async def _store(self, state: _Reply, body: str) -> str | None:
+        """Store the final message, retrying (bounded) while the broker is unreachable."""
+        deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                result = await self.broker.append(
+                    state.channel, body, publish_as="done", finish_reply=state.reply
+                )
+                return None if result is None else result.id
+            except BrokerError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "reply %s lost: broker unreachable for %ss (%s)",
+                        state.reply,
+                        FINISH_RETRY_SECONDS,
+                        exc,
+                    )
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _publish_error(self, channel: str, error: Error) -> None:
+        with contextlib.suppress(BrokerError):
+            await self.broker.publish(channel, encode(error))
+
+    async def finish_orphan(self, channel: str, reply: str, deltas: list[str]) -> None:
+        """Close a reply whose worker died: store what it streamed, as ``interrupted``."""
+        text = "".join(deltas)
+        done = Done(
+            channel=channel,
+            reply=reply,
+            id="0-0",
+            text=text,
+            html=render_markdown(text),
+            stop_reason="interrupted",
+            author=ASSISTANT,
+            ts=int(time.time() * 1000),
+        )
+        with contextlib.suppress(BrokerError):
+            result = await self.broker.append(
+                channel, entry_body(done), publish_as="done", finish_reply=reply
+            )
+            if result is not None:
+                log.info("reply %s of a dead worker closed as interrupted", reply)

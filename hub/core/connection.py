@@ -1,0 +1,123 @@
+"""One client connection as the core sees it: a user, a bounded outbound queue, one writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Protocol
+
+from hub.protocol import CLOSE_TOO_SLOW, User
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+class Sink(Protocol):
+    """The transport under a connection (a WebSocket, an SSE response)."""
+
+    async def send(self, payload: str) -> None:
+        """Write one frame; may wait while the peer is slow."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the transport with a protocol close code."""
+        ...
+
+
+class Connection:
+    """A sender never awaits this connection: frames go to a bounded queue drained by one task."""
+
+    def __init__(self, user: User, sink: Sink, max_queue: int, *, transport: str = "ws") -> None:
+        self.id = next(_ids)
+        self.user = user
+        self.transport = transport
+        self.channels: set[str] = set()
+        self._sink = sink
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(max_queue)
+        self._held: list[tuple[str, str]] | None = []
+        self._writer: asyncio.Task[None] | None = None
+        self.closed = False
+        self.close_code: int | None = None
+        self._pending_close = (1000, "")
+        self._closer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the writer task; frames held since creation wait until ``release``."""
+        self._writer = asyncio.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
+
+    def deliver(self, channel: str, payload: str) -> None:
+        """Queue a frame of ``channel`` without waiting; overflow closes the connection with 4008."""
+        if self.closed:
+            return
+        if self._held is not None:
+            self._held.append((channel, payload))
+            return
+        self.send_now(payload)
+
+    def send_now(self, payload: str) -> None:
+        """Queue a frame for this connection only (replies, errors), bypassing the hold."""
+        if self.closed:
+            return
+        try:
+            self._queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            log.info("connection %s of %s is too slow; closing 4008", self.id, self.user.id)
+            self.close(CLOSE_TOO_SLOW, "too slow: outbound queue overflowed; reconnect and resume")
+
+    def hold(self) -> None:
+        """Keep channel frames aside (while a welcome and a replay are being queued)."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> list[tuple[str, str]]:
+        """Stop holding; return what was held so the caller can filter and queue it."""
+        held, self._held = self._held or [], None
+        return held
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued are written; safe to call from any context."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self._pending_close = (code, reason)
+        if code == CLOSE_TOO_SLOW and self._writer is not None:
+            # The writer may be stuck on a peer that does not read: drop it and the backlog.
+            self._writer.cancel()
+            self._closer = asyncio.create_task(self._sink.close(code, reason))
+            return
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait (bounded) for the writer and closer to finish, then make sure they are gone."""
+        tasks = [t for t in (self._writer, self._closer) if t is not None]
+        if not tasks:
+            return
+        await asyncio.wait(tasks, timeout=timeout)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                payload = await self._queue.get()
+                if payload is None:
+                    break
+                await self._sink.send(payload)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("connection %s write failed: %s", self.id, exc)
+            self.closed = True
+            return
+        code, reason = self._pending_close
+        with contextlib.suppress(Exception):
+            await self._sink.close(code, reason)

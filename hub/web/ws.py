@@ -1,0 +1,162 @@
+"""``GET /ws``: the WebSocket endpoint — hello, then frames through the hub's dispatch table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from hub.auth import AuthError, verify_token
+from hub.broker.base import BrokerError
+from hub.core.connection import Connection
+from hub.core.hub import UNAVAILABLE, Hub
+from hub.protocol import (
+    CLOSE_ABUSE,
+    CLOSE_UNAUTHORIZED,
+    Error,
+    FrameError,
+    Hello,
+    User,
+    encode,
+    parse_client_frame,
+)
+from hub.settings import Settings
+from hub.web.keys import HUB, METRICS, SETTINGS
+from hub.web.origin import origin_allowed
+
+log = logging.getLogger(__name__)
+
+BAD_FRAMES_BEFORE_CLOSE = 20
+"""Consecutive bad frames after which a client is closed with 4029."""
+FRAMES_PER_SECOND = 50.0
+FRAME_BURST = 200
+"""Any client frame costs one token of a per-connection bucket; an empty bucket closes 4029."""
+
+
+class WsSink:
+    """Writes frames to an aiohttp WebSocket."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, payload: str) -> None:
+        await self.ws.send_str(payload)
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5.0)
+
+
+async def _say(ws: web.WebSocketResponse, error: Error) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(encode(error))
+
+
+async def _hello(ws: web.WebSocketResponse, settings: Settings) -> tuple[User, Hello] | None:
+    """Wait for a valid hello within the deadline; bad frames get their error meanwhile."""
+    deadline = time.monotonic() + settings.hello_timeout
+    for _ in range(BAD_FRAMES_BEFORE_CLOSE):
+        remaining = deadline - time.monotonic()
+        try:
+            msg = await ws.receive(timeout=max(remaining, 0.001))
+        except TimeoutError:
+            await _refuse(ws, f"No hello within {settings.hello_timeout:g} s; send hello first.")
+            return None
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        if msg.type is not WSMsgType.TEXT:
+            await _say(ws, Error(code="bad_frame", message="Send text frames of JSON, not binary."))
+            continue
+        try:
+            frame = parse_client_frame(msg.data)
+        except FrameError as exc:
+            await _say(ws, Error(code=exc.code, message=exc.message, ref=exc.ref))
+            continue
+        if not isinstance(frame, Hello):
+            await _refuse(ws, "The first frame must be hello with a token.", frame.ref)
+            return None
+        try:
+            return verify_token(settings.secret_value(), frame.token), frame
+        except AuthError as exc:
+            await _refuse(ws, str(exc), frame.ref)
+            return None
+    await ws.close(code=CLOSE_ABUSE, message=b"too many bad frames")
+    return None
+
+
+async def _refuse(ws: web.WebSocketResponse, message: str, ref: str | None = None) -> None:
+    await _say(ws, Error(code="unauthorized", message=message, ref=ref))
+    await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Upgrade, authenticate, open a session and read frames until the peer goes."""
+    settings, hub = request.app[SETTINGS], request.app[HUB]
+    if hub.draining:
+        raise web.HTTPServiceUnavailable(text="This worker is restarting; connect again.")
+    if not origin_allowed(request, settings):
+        raise web.HTTPForbidden(
+            text="This page's origin may not connect; the operator can add it to "
+            "HUB_ALLOWED_ORIGINS."
+        )
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_frame)
+    await ws.prepare(request)
+    greeted = await _hello(ws, settings)
+    if greeted is None:
+        return ws
+    user, hello = greeted
+    metrics = request.app[METRICS]
+    conn = Connection(user, WsSink(ws), settings.outbound_queue)
+    conn.start()
+    metrics.connections.labels("ws").inc()
+    try:
+        try:
+            await hub.open_session(conn, hello.resume)
+        except BrokerError as exc:
+            log.warning("session of %s not opened: %s", user.id, exc)
+            hub.send_error(conn, "unavailable", UNAVAILABLE, hello.ref, 1.0)
+        await _read_loop(ws, conn, hub)
+    finally:
+        metrics.connections.labels("ws").dec()
+        if conn.close_code == 4008:
+            metrics.slow_closes.inc()
+        conn.close(1000, "")
+        with contextlib.suppress(BrokerError):
+            await hub.close_session(conn)
+        await conn.wait_closed(5.0)
+    return ws
+
+
+async def _read_loop(ws: web.WebSocketResponse, conn: Connection, hub: Hub) -> None:
+    """Frames in order, one at a time; bad input is answered, floods and garbage are closed."""
+    bad = 0
+    tokens, stamp = float(FRAME_BURST), time.monotonic()
+    async for msg in ws:
+        now = time.monotonic()
+        tokens = min(float(FRAME_BURST), tokens + (now - stamp) * FRAMES_PER_SECOND)
+        stamp = now
+        if tokens < 1:
+            conn.close(CLOSE_ABUSE, "too many frames; slow down")
+            return
+        tokens -= 1
+        if msg.type is not WSMsgType.TEXT:
+            if msg.type is WSMsgType.BINARY:
+                bad += 1
+                hub.send_error(conn, "bad_frame", "Send text frames of JSON, not binary.")
+            continue
+        try:
+            frame = parse_client_frame(msg.data)
+        except FrameError as exc:
+            bad += 1
+            hub.send_error(conn, exc.code, exc.message, exc.ref)
+        else:
+            bad = 0
+            await hub.handle(conn, frame)
+        if bad >= BAD_FRAMES_BEFORE_CLOSE:
+            conn.close(CLOSE_ABUSE, "too many bad frames")
+            return
+        if conn.closed:
+            return
