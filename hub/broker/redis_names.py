@@ -1,0 +1,72 @@
+"""Every Redis key and pub/sub channel of the hub, built in one place from one prefix.
+
+Keys that one Lua script touches together carry the channel in a ``{...}`` hash tag, so they
+share a Redis Cluster slot; so does the channel's pub/sub name, ready for sharded pub/sub.
+"""
+
+from __future__ import annotations
+
+
+class RedisNames:
+    """Names of the hub's Redis keys and pub/sub channels under ``prefix``."""
+
+    __slots__ = ("_pub_head", "prefix")
+
+    def __init__(self, prefix: str = "hub") -> None:
+        self.prefix = prefix
+        self._pub_head = f"{prefix}:pub:{{"
+
+    def pub(self, topic: str) -> str:
+        """The pub/sub channel of a topic."""
+        return f"{self._pub_head}{topic}}}"
+
+    def topic_of(self, name: str) -> str | None:
+        """The topic a pub/sub channel name carries, or None when it is not one of ours."""
+        if name.startswith(self._pub_head) and name.endswith("}"):
+            return name[len(self._pub_head) : -1]
+        return None
+
+    def log(self, channel: str) -> str:
+        """The Stream holding a channel's messages."""
+        return f"{self.prefix}:log:{{{channel}}}"
+
+    def meta(self, channel: str) -> str:
+        """Hash beside a log: ``epoch`` (first id of this incarnation) and ``trimmed`` (highest
+        id trimmed away)."""
+        return f"{self.prefix}:meta:{{{channel}}}"
+
+    def ref(self, channel: str, dedupe: str) -> str:
+        """Id stored under a dedupe key, so a retried send is stored once."""
+        return f"{self.prefix}:ref:{{{channel}}}:{dedupe}"
+
+    def inflight(self, channel: str) -> str:
+        """Hash of a channel's replies in flight: reply id → JSON ``[worker, meta]``."""
+        return f"{self.prefix}:inflight:{{{channel}}}"
+
+    def deltas(self, channel: str, reply: str) -> str:
+        """List of a reply's deltas so far; ``reply=""`` gives the prefix Lua appends ids to."""
+        return f"{self.prefix}:deltas:{{{channel}}}:{reply}"
+
+    def lease(self, channel: str, reply: str) -> str:
+        """Key that lives while the generating worker renews it; ``reply=""`` gives the prefix."""
+        return f"{self.prefix}:lease:{{{channel}}}:{reply}"
+
+    def reply(self, reply: str) -> str:
+        """Channel of a reply, so a stop request can find the reply without knowing it."""
+        return f"{self.prefix}:reply:{reply}"
+
+    def members(self, room: str) -> str:
+        """Hash of a room's members: user id → display name."""
+        return f"{self.prefix}:members:{room}"
+
+    def rooms(self, user_id: str) -> str:
+        """Set of rooms a user is a member of."""
+        return f"{self.prefix}:rooms:{user_id}"
+
+    def presence(self, room: str) -> str:
+        """Sorted set of ``user|worker`` scored by lease expiry (ms, Redis clock)."""
+        return f"{self.prefix}:presence:{room}"
+
+    def rate(self, key: str) -> str:
+        """Hash holding a token bucket: ``tokens`` and ``ts`` (s, Redis clock)."""
+        return f"{self.prefix}:rate:{key}"

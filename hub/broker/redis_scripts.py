@@ -1,0 +1,187 @@
+"""Lua scripts of the Redis broker: each one is a step other workers must never see half done.
+
+Ids are compared as numbers (ms, seq), never as strings: ``"9-0"`` sorts after ``"10-0"``.
+Clocks: presence and rate limits read Redis ``TIME`` so that workers with skewed clocks still
+agree on when a lease expires or a token refills (Redis 5+ replicates script effects, so
+writes after ``TIME`` are allowed).
+"""
+
+from __future__ import annotations
+
+_IDS = """
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function id_less(a_ms, a_seq, b_ms, b_seq)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+"""
+
+# Keys of a reply are derived from KEYS' hash tag plus the reply id, so they share its slot.
+_INFLIGHT = """
+local function inflight(hash, deltas_prefix, lease_prefix)
+  local flat = redis.call('HGETALL', hash)
+  local out = {}
+  for i = 1, #flat, 2 do
+    local reply = flat[i]
+    local deltas = redis.call('LRANGE', deltas_prefix .. reply, 0, -1)
+    local alive = redis.call('EXISTS', lease_prefix .. reply)
+    out[#out + 1] = {reply, flat[i + 1], alive, deltas}
+  end
+  return out
+end
+"""
+
+APPEND = """
+-- KEYS: log, meta, ref, inflight, deltas of finish_reply, lease of finish_reply
+-- ARGV: body, publish_as, pub channel, history_max, has_dedupe, dedupe ttl ms,
+--       finish_reply ('' for none), ttl ms of a finished reply's deltas
+local body = ARGV[1]
+if ARGV[5] == '1' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then return {'dup', seen} end
+end
+if ARGV[7] ~= '' then
+  if redis.call('HDEL', KEYS[4], ARGV[7]) == 0 then return {'gone'} end
+  redis.call('PEXPIRE', KEYS[5], ARGV[8])
+  redis.call('DEL', KEYS[6])
+end
+local max = tonumber(ARGV[4])
+local len = redis.call('XLEN', KEYS[1])
+if len == 0 then
+  redis.call('DEL', KEYS[2])
+elseif len >= max then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max + 1)
+  redis.call('HSET', KEYS[2], 'trimmed', old[#old][1])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'b', body)
+redis.call('HSETNX', KEYS[2], 'epoch', id)
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
+end
+redis.call('PUBLISH', ARGV[3],
+  '{"type":"' .. ARGV[2] .. '","id":"' .. id .. '",' .. string.sub(body, 2))
+return {'ok', id}
+"""
+
+REPLAY = (
+    _IDS
+    + _INFLIGHT
+    + """
+-- KEYS: log, meta, inflight.  ARGV: after ms, after seq, deltas prefix, lease prefix
+-- Returns nil when the log cannot replay from there, else {{id, body}...}, {reply...}.
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then return false end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return false end
+local a_ms, a_seq = tonumber(ARGV[1]), tonumber(ARGV[2])
+local e_ms, e_seq = parse_id(epoch)
+if id_less(a_ms, a_seq, e_ms, e_seq) then return false end
+local trimmed = redis.call('HGET', KEYS[2], 'trimmed')
+if trimmed then
+  local t_ms, t_seq = parse_id(trimmed)
+  if id_less(a_ms, a_seq, t_ms, t_seq) then return false end
+end
+local l_ms, l_seq = parse_id(last[1][1])
+if id_less(l_ms, l_seq, a_ms, a_seq) then return false end
+local entries = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1] .. '-' .. ARGV[2], '+')) do
+  local m, s = parse_id(entry[1])
+  if id_less(a_ms, a_seq, m, s) then
+    entries[#entries + 1] = {entry[1], entry[2][2]}
+  end
+end
+return {entries, inflight(KEYS[3], ARGV[3], ARGV[4])}
+"""
+)
+
+INFLIGHT = (
+    _INFLIGHT
+    + """
+-- KEYS: inflight.  ARGV: deltas prefix, lease prefix
+return inflight(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
+
+DELTA = """
+-- KEYS: inflight, deltas.  ARGV: reply, text, pub channel, frame, deltas ttl ms
+-- A delta of a reply no longer in flight is published but not kept: keeping it would
+-- recreate a list nobody expires.
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('RPUSH', KEYS[2], ARGV[2]) == 1 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+RENEW = """
+-- KEYS: inflight, lease.  ARGV: reply, lease ms
+-- SET rather than PEXPIRE: a lease that lapsed while its worker was slow comes back.
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+PRESENCE_TOUCH = (
+    _NOW_MS
+    + """
+-- KEYS: presence.  ARGV: member, ttl ms
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + ttl), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+)
+
+PRESENCE_ONLINE = (
+    _NOW_MS
+    + """
+-- KEYS: presence.  Drops expired leases, returns the live members.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+)
+
+PRESENCE_DROP_USER = """
+-- KEYS: presence.  ARGV: 'user|' prefix of the members to remove.
+local head = ARGV[1]
+local removed = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if string.sub(member, 1, #head) == head then
+    removed = removed + redis.call('ZREM', KEYS[1], member)
+  end
+end
+return removed
+"""
+
+RATE_TAKE = """
+-- KEYS: bucket.  ARGV: rate (tokens/s), burst.  Returns seconds to wait, '0' when allowed.
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local last = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+  'ts', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil(burst / rate * 1000) + 1000))
+return string.format('%.17g', wait)
+"""
