@@ -86,6 +86,7 @@ class Received:
 
     path: str
     headers: dict[str, str]
+    """Lower-cased names."""
     body: dict[str, Any]
 
 
@@ -159,7 +160,8 @@ class LoopbackServer:
             body = await request.json()
         except ValueError:
             body = {}
-        self.requests.append(Received(request.path, dict(request.headers), body))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(Received(request.path, headers, body))
         reply = self._script.popleft() if self._script else self.default
         try:
             if reply.stall_before_headers:
