@@ -36,7 +36,7 @@ class MemoryBroker:
         self._subs: dict[str, int] = defaultdict(int)
         self._logs: dict[str, _Log] = defaultdict(_Log)
         self._last_id = (0, 0)
-        self._dedupe: dict[str, tuple[str, float]] = {}
+        self._dedupe: dict[tuple[str, str], tuple[str, float]] = {}
         self._inflight: dict[str, InflightReply] = {}
         self._leases: dict[str, float] = {}
         self._members: dict[str, dict[str, str]] = defaultdict(dict)
@@ -89,7 +89,7 @@ class MemoryBroker:
     ) -> AppendResult | None:
         now = time.monotonic()
         if dedupe is not None:
-            seen = self._dedupe.get(dedupe)
+            seen = self._dedupe.get((channel, dedupe))
             if seen is not None and seen[1] > now:
                 return AppendResult(seen[0], duplicate=True)
         if finish_reply is not None:
@@ -105,7 +105,7 @@ class MemoryBroker:
         while len(log.entries) > self._history_max:
             log.trimmed = parse_id(log.entries.popleft().id)
         if dedupe is not None:
-            self._dedupe[dedupe] = (message_id, now + dedupe_ttl)
+            self._dedupe[(channel, dedupe)] = (message_id, now + dedupe_ttl)
             if len(self._dedupe) > 100_000:
                 self._dedupe = {k: v for k, v in self._dedupe.items() if v[1] > now}
         await self.publish(channel, frame_from_entry(publish_as, message_id, body))

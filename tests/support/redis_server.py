@@ -170,12 +170,13 @@ def _serve() -> Iterator[RedisServer]:
         yield server
 
 
-def redis_server_fixture(scope: str = "function") -> Any:
+def redis_server_fixture(scope: str = "function", name: str = "redis_server") -> Any:
     """Make a pytest fixture yielding a started ``RedisServer``, cleaned up after its scope.
 
-    In a conftest: ``redis_server = redis_server_fixture()`` or ``redis_server_fixture("session")``.
+    In a conftest: ``redis_server = redis_server_fixture()``, or
+    ``shared_redis = redis_server_fixture("session", name="shared_redis")``.
     """
-    return pytest.fixture(scope=scope, name="redis_server")(_serve)  # type: ignore[call-overload]
+    return pytest.fixture(scope=scope, name=name)(_serve)  # type: ignore[call-overload]
 
 
 redis_server = redis_server_fixture()
