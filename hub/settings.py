@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     delta_interval: float = Field(0.04, ge=0)
     context_messages: int = Field(200, ge=1)
 
-    anthropic_model: str = "claude-sonnet-4-5"
+    # A current Claude model; HUB_ANTHROPIC_MODEL picks another (claude-sonnet-4-5 retires 2026-11-30).
+    anthropic_model: str = "claude-sonnet-5-5"
     system_prompt: str = "You are a helpful assistant in a chat hub. Answer concisely in Markdown."
     max_tokens: int = Field(1024, ge=1)
     temperature: float | None = Field(None, ge=0, le=1)
