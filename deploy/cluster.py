@@ -959,7 +959,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
     exit_code = 0
     try:
@@ -1042,7 +1043,9 @@ def _up_detached(args: argparse.Namespace, port: int, run_dir: Path) -> int:
     print(
         f"the cluster did not become ready in time; stopping it (log {log_path})", file=sys.stderr
     )
-    _signal_and_wait(child.pid, signal.SIGTERM, DEFAULT_DRAIN_TIMEOUT + WORKER_GRACE + 2 * STOP_GRACE)
+    _signal_and_wait(
+        child.pid, signal.SIGTERM, DEFAULT_DRAIN_TIMEOUT + WORKER_GRACE + 2 * STOP_GRACE
+    )
     return 1
 
 
@@ -1079,6 +1082,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         (state.get("nginx", {}), "nginx", STOP_GRACE),
         (state.get("redis", {}), "redis-server", STOP_GRACE),
     ]
+    stopped = 0
     for entry, marker, timeout in leftovers:
         pid = entry.get("pid")
         if isinstance(pid, int) and _is_ours(pid, marker):
@@ -1087,6 +1091,9 @@ def cmd_down(args: argparse.Namespace) -> int:
                     os.killpg(pid, signal.SIGKILL)
                 _signal_and_wait(pid, signal.SIGKILL, KILL_WAIT)
             print(f"stopped {entry.get('name')} (pid {pid})")
+            stopped += 1
+    if not stopped:
+        print("its processes had already exited")
     with contextlib.suppress(OSError):
         (run_dir / "cluster.json").unlink()
     return 0
