@@ -144,6 +144,11 @@ class RedisBroker:
         return cls(client, prefix=prefix, history_max=history_max, **options)
 
     @property
+    def connected(self) -> bool:
+        """True while the pub/sub link is up (subscribed and answering the watchdog)."""
+        return self._link_up.is_set()
+
+    @property
     def names(self) -> RedisNames:
         """The key and channel names this broker uses."""
         return self._names
@@ -228,16 +233,18 @@ class RedisBroker:
                 return
             try:
                 async with asyncio.timeout(self._op_timeout):
+                    # Marked before sending: if this call is cancelled mid-send, the mark still
+                    # matches what Redis may have received.
                     if want:
                         waiter = self._confirm.get(name)
                         if waiter is None:
                             waiter = asyncio.get_running_loop().create_future()
                             self._confirm[name] = waiter
-                        await pubsub.subscribe(name)
                         self._live.add(topic)
+                        await pubsub.subscribe(name)
                     else:
-                        await pubsub.unsubscribe(name)
                         self._live.discard(topic)
+                        await pubsub.unsubscribe(name)
             except Exception as exc:
                 log.warning("Redis pub/sub link failed while (un)subscribing %s: %s", topic, exc)
                 self._kick.set()
