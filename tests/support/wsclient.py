@@ -61,7 +61,7 @@ class WsClient:
                     raise AssertionError(f"no {ftype} {fields} within {timeout}s; saw {skipped}")
                 try:
                     frame = await self._next(remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise AssertionError(
                         f"no {ftype} {fields} within {timeout}s; saw {skipped}"
                     ) from None
@@ -94,7 +94,7 @@ class WsClient:
         while True:
             try:
                 frames.append(await self._next(quiet))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return frames
 
     def count(self, ftype: str, **fields: Any) -> int:
