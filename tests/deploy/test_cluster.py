@@ -1,0 +1,118 @@
+"""The Cluster class of deploy/cluster.py against the real thing: redis-server, two hub
+workers and nginx. A smoke test of each lever the fault tests will pull (kill, SIGTERM,
+restart, Redis down and up); the fault tests themselves check what clients see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from deploy.cluster import Cluster
+from tests.deploy.binaries import require_binary
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    require_binary("nginx")
+    require_binary("redis-server")
+    env = {"HUB_LLM": "echo", "HUB_ECHO_DELAY": "0.01", "HUB_DRAIN_TIMEOUT": "3"}
+    with Cluster(2, env=env, start_timeout=30) as running:
+        yield running
+
+
+async def login(session: aiohttp.ClientSession, url: str, name: str) -> str:
+    async with session.post(url + "/api/login", json={"name": name}) as response:
+        assert response.status == 200
+        token = (await response.json())["token"]
+        assert isinstance(token, str)
+        return token
+
+
+async def welcome(session: aiohttp.ClientSession, ws_url: str, token: str) -> dict[str, Any]:
+    async with session.ws_connect(ws_url) as sock:
+        await sock.send_json({"type": "hello", "token": token})
+        frame = await sock.receive_json(timeout=10)
+        assert frame["type"] == "welcome", frame
+        return dict(frame)
+
+
+async def workers_behind_nginx(cluster: Cluster, requests: int) -> list[str]:
+    seen = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(requests):
+            async with session.get(cluster.url + "/health") as response:
+                assert response.status == 200
+                seen.append((await response.json())["worker"])
+    return seen
+
+
+def test_addresses_and_state(cluster: Cluster) -> None:
+    assert [w.worker_id for w in cluster.workers] == ["hub1", "hub2"]
+    assert len(set(cluster.worker_ports) | {cluster.port, cluster.redis_port}) == 4
+    state = json.loads((cluster.run_dir / "cluster.json").read_text())
+    assert state["ready"] is True
+    assert [w["pid"] for w in state["workers"]] == [w.process.pid for w in cluster.workers]
+    assert (cluster.run_dir / "secret").read_text().strip() == cluster.secret
+    assert os.stat(cluster.run_dir / "secret").st_mode & 0o077 == 0
+
+
+async def test_round_robin_over_http_and_websocket(cluster: Cluster) -> None:
+    assert set(await workers_behind_nginx(cluster, 4)) == {"hub1", "hub2"}
+    async with aiohttp.ClientSession() as session:
+        token = await login(session, cluster.url, "Ada")  # minted by one worker ...
+        seen = [(await welcome(session, cluster.ws_url, token))["worker"] for _ in range(4)]
+    assert set(seen) == {"hub1", "hub2"}  # ... accepted by both: one shared secret
+
+
+async def test_kill_and_restart_a_worker(cluster: Cluster) -> None:
+    assert await asyncio.to_thread(cluster.kill_worker, 0) == -9
+    assert cluster.health(0) is None
+    assert set(await workers_behind_nginx(cluster, 4)) == {"hub2"}  # nginx skips the dead one
+    await asyncio.to_thread(cluster.start_worker, 0)
+    assert cluster.health(0) == 200
+    # nginx leaves a failed worker out for fail_timeout (5 s), then sends to it again.
+    for _ in range(40):
+        if "hub1" in await workers_behind_nginx(cluster, 2):
+            break
+        await asyncio.sleep(0.25)
+    else:
+        pytest.fail("nginx never sent to the restarted worker")
+
+
+async def test_sigterm_drains_with_1012(cluster: Cluster) -> None:
+    worker = cluster.worker(1)
+    async with aiohttp.ClientSession() as session:
+        token = await login(session, worker.url, "Grace")
+        async with session.ws_connect(worker.ws_url) as sock:
+            await sock.send_json({"type": "hello", "token": token})
+            assert (await sock.receive_json(timeout=10))["worker"] == "hub2"
+            code = asyncio.create_task(asyncio.to_thread(cluster.terminate_worker, 1))
+            while (await sock.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+                pass
+            assert sock.close_code == 1012
+            assert await code == 0
+    await asyncio.to_thread(cluster.restart_worker, 1)  # not running: just starts it
+    assert cluster.health(1) == 200
+
+
+async def test_redis_down_and_back_on_the_same_port(cluster: Cluster) -> None:
+    port = cluster.redis_port
+    await asyncio.to_thread(cluster.stop_redis)
+    for _ in range(100):
+        if cluster.health(0) == 503 and cluster.health(1) == 503:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"workers still report {cluster.health(0)}, {cluster.health(1)} without Redis")
+    await asyncio.to_thread(cluster.start_redis)
+    assert cluster.redis_port == port
+    await asyncio.to_thread(cluster.wait_healthy, 30)
+    assert cluster.health() == 200
