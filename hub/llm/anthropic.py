@@ -78,6 +78,9 @@ KEY_REFUSED = (
     "The operator has been told; please try again later."
 )
 
+DECLINED = "(The assistant declined to answer this.)"
+"""The reply to a refusal that came without any text, so the stored reply is not empty."""
+
 
 class GiveUp(Exception):
     """Raised by the retry policy to end the SDK's retries early; not an SDK error on purpose."""
@@ -267,6 +270,8 @@ class AnthropicLLM:
             log.debug("%s: %d old turns left out of the context", request.channel, context.dropped)
         usage: dict[str, int] = {}
         stop: StopReason = "end"
+        api_stop = ""
+        produced = False
         streaming = False
         try:
             async with self.client.messages.stream(**self.request_params(context)) as events:
@@ -274,13 +279,15 @@ class AnthropicLLM:
                 async for event in events:
                     if event.type == "content_block_delta":
                         if event.delta.type == "text_delta" and event.delta.text:
+                            produced = True
                             yield event.delta.text
                     elif event.type == "message_start":
                         add_usage(usage, event.message.usage)
                     elif event.type == "message_delta":
                         add_usage(usage, event.usage)
                         if event.delta.stop_reason:
-                            stop = _STOP_REASONS.get(event.delta.stop_reason, "end")
+                            api_stop = event.delta.stop_reason
+                            stop = _STOP_REASONS.get(api_stop, "end")
         except GiveUp as exc:
             raise exc.error from None
         except anthropic.AnthropicError as exc:
@@ -298,6 +305,8 @@ class AnthropicLLM:
                 "llm_unavailable",
                 "The connection to the assistant broke off; please try again.",
             ) from exc
+        if api_stop == "refusal" and not produced:
+            yield DECLINED
         result = Usage(**usage)
         log.info(
             "%s: reply done (%s, %s): input %d, output %d, cache read %d, cache write %d",

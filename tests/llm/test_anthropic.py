@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub.llm import create_llm
-from hub.llm.anthropic import AnthropicLLM, parse_retry_after
+from hub.llm.anthropic import DECLINED, AnthropicLLM, parse_retry_after
 from hub.llm.base import Finish, LLMRequest, Turn
 from hub.protocol import Usage
 from hub.settings import load_settings
@@ -194,6 +194,15 @@ async def test_max_tokens_ends_with_stop_reason_max_tokens(
     assert outcome.text == "cut off"
     assert outcome.finish is not None
     assert outcome.finish.stop_reason == "max_tokens"
+
+
+async def test_a_bare_refusal_still_gives_a_reply(
+    fake_anthropic: FakeAnthropic, llm: AnthropicLLM
+) -> None:
+    fake_anthropic.script(Reply(pieces=[], stop_reason="refusal"))
+    outcome = await collect(llm.stream(dm("something unsafe")))
+    assert outcome.pieces == [DECLINED]
+    assert outcome.finish is not None and outcome.finish.stop_reason == "end"
 
 
 async def test_aclose_closes_the_upstream_response(
