@@ -46,6 +46,7 @@ export class HubChat extends HTMLElement {
     this._loginAbort = null;
     this._limits = { max_text: 8000 };
     this._reloginAt = 0;
+    this._lastErrorAt = 0;
   }
 
   // ---- public API -------------------------------------------------------
@@ -365,6 +366,7 @@ export class HubChat extends HTMLElement {
 
   _onErrorFrame(f) {
     const text = describeError(f);
+    this._lastErrorAt = Date.now();
     if (f.code === "unauthorized") return; // close 4001 follows and handles it
     if (f.ref && this._historyRefs.has(f.ref)) {
       const { channel } = this._historyRefs.get(f.ref);
@@ -374,6 +376,7 @@ export class HubChat extends HTMLElement {
     if (f.ref && this._joinRefs.has(f.ref)) this._joinRefs.delete(f.ref);
     if (f.ref) this.store.failPending(f.ref, `${text.title}. ${text.message}`.trim());
     this._showError(text, f.retry_after);
+    this._onStoreChange({ channel: this.active, kind: "update" }); // e.g. hide "thinking"
     this._emit("hub-chat:error", { code: f.code, message: f.message, ref: f.ref ?? null });
   }
 
@@ -623,6 +626,12 @@ export class HubChat extends HTMLElement {
     $.older = h("div", { class: "older", "data-testid": "history-status" });
     $.list = h("ol", { class: "messages" });
     $.empty = h("div", { class: "empty", hidden: true });
+    $.thinking = h(
+      "div",
+      { class: "thinking", "data-testid": "thinking", hidden: true },
+      h("div", { class: "avatar", "aria-hidden": "true" }, icon(ICONS.spark, { size: 18 })),
+      h("div", { class: "dots", role: "img", "aria-label": "The assistant is thinking" }, h("span"), h("span"), h("span")),
+    );
     $.scroller = h(
       "div",
       {
@@ -635,7 +644,7 @@ export class HubChat extends HTMLElement {
         tabindex: "0",
         onscroll: () => this._onScroll(),
       },
-      h("div", { class: "thread" }, $.older, $.empty, $.list),
+      h("div", { class: "thread" }, $.older, $.empty, $.list, $.thinking),
     );
     $.jump = h(
       "button",
@@ -923,6 +932,7 @@ export class HubChat extends HTMLElement {
     }
 
     this._renderEmpty(items.length === 0);
+    this._renderThinking(items);
     this._renderOlderMarker();
     this._updateComposer();
 
@@ -955,6 +965,21 @@ export class HubChat extends HTMLElement {
           : "Ask anything. Your private conversation with the assistant appears here.",
       ),
     );
+  }
+
+  /** In the private chat, between the user's message and the first piece of the reply. */
+  _renderThinking(items) {
+    const last = items.at(-1);
+    const waiting =
+      this.active?.startsWith("dm:") &&
+      last &&
+      last.author?.role === "user" &&
+      !last.failed &&
+      !this.store.streamingIn(this.active) &&
+      this.conn?.isOpen &&
+      (last.ts ?? 0) > this._lastErrorAt &&
+      Date.now() - (last.ts ?? 0) < 120_000;
+    this._el.thinking.hidden = !waiting;
   }
 
   _renderOlderMarker() {

@@ -177,7 +177,7 @@ class HubClient:
             try:
                 code = await self._session_once()
                 delay = BACKOFF_FIRST if self.state == "open" else delay
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.info("hub connection failed: %s", exc)
             if self._closing:
                 return

@@ -40,9 +40,7 @@ class Finish:
 class LLMError(Exception):
     """A reply could not be produced or continued; ``code`` goes to the user as an error code."""
 
-    def __init__(
-        self, code: ErrorCode, message: str, *, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
