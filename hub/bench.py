@@ -80,7 +80,7 @@ async def run_bench(url: str, users: int, messages: int, room: str) -> int:
                 await asyncio.sleep(1.0)  # stays within the default rate limit of 1/s
 
         await asyncio.gather(*(talk(c) for c in clients))
-        done, pending = await asyncio.wait(listeners, timeout=RECEIVE_TIMEOUT)
+        _done, pending = await asyncio.wait(listeners, timeout=RECEIVE_TIMEOUT)
         for task in pending:
             task.cancel()
         elapsed = time.perf_counter() - start
