@@ -2,8 +2,8 @@
 
 One pub/sub connection per worker carries every topic this worker has local interest in; a
 listener task reads it, answers for its health with a PING watchdog, and rebuilds it (with
-every subscription) after any failure. Commands use a separate pool with short timeouts, so
-a Redis that is down makes them fail fast with ``BrokerError`` instead of hanging.
+every subscription) after any failure. Commands use pooled connections with short timeouts,
+so a Redis that is down makes them fail fast with ``BrokerError`` instead of hanging.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -117,11 +117,12 @@ class RedisBroker:
         self._pubsub: PubSub | None = None
         self._lock = asyncio.Lock()
         self._link_up = asyncio.Event()
-        self._kick = asyncio.Event()
+        self._link_failed = False
         self._links = 0
         self._missed_first_link = False
         self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._reconnect_due = False
         self._closed = False
 
     @classmethod
@@ -174,7 +175,7 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._listener, *self._tasks) if t is not None]
+        tasks = [t for t in (self._listener, self._reconnect_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -247,7 +248,7 @@ class RedisBroker:
                         await pubsub.unsubscribe(name)
             except Exception as exc:
                 log.warning("Redis pub/sub link failed while (un)subscribing %s: %s", topic, exc)
-                self._kick.set()
+                self._link_failed = True
                 return
         if waiter is not None:
             try:
@@ -280,7 +281,7 @@ class RedisBroker:
             self._backoff.reset()
             self._links += 1
             if self._links > 1 or self._missed_first_link:
-                self._spawn(self._reconnected())
+                self._note_reconnect()
             try:
                 await self._pump()
             except asyncio.CancelledError:
@@ -322,7 +323,7 @@ class RedisBroker:
                 raise
             self._pubsub = pubsub
             self._live = topics
-            self._kick.clear()
+            self._link_failed = False
             self._link_up.set()
 
     async def _pump(self) -> None:
@@ -335,7 +336,7 @@ class RedisBroker:
         next_ping = heard + self._ping_interval
         while True:
             now = loop.time()
-            if self._kick.is_set():
+            if self._link_failed:
                 raise _LinkDead("a command on the pub/sub link failed")
             if now - heard > deadline_gap:
                 raise _LinkDead(f"no answer to PING for {now - heard:.1f} s")
@@ -373,20 +374,23 @@ class RedisBroker:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _reconnected(self) -> None:
-        if self._on_reconnect is None:
-            return
-        try:
-            await self._on_reconnect()
-        except Exception:
-            log.exception("on_reconnect failed")
+    def _note_reconnect(self) -> None:
+        """Run ``on_reconnect`` in a task beside the listener: it may subscribe, which needs the
+        listener to read the confirmation, so awaiting it inline could deadlock. Runs never
+        overlap; a reconnect during a run makes one more run after it."""
+        self._reconnect_due = True
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.create_task(
+                self._run_reconnects(), name="redis-broker-on-reconnect"
+            )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run the reconnect callback beside the listener: it may subscribe, which needs the
-        listener to read the confirmation, so awaiting it inline could deadlock."""
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _run_reconnects(self) -> None:
+        while self._reconnect_due and self._on_reconnect is not None:
+            self._reconnect_due = False
+            try:
+                await self._on_reconnect()
+            except Exception:
+                log.exception("on_reconnect failed")
 
     # -- commands ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
