@@ -127,6 +127,13 @@ export class HubChat extends HTMLElement {
   // ---- lifecycle --------------------------------------------------------
 
   connectedCallback() {
+    // A host may set .token before this module loaded: that value sits on the
+    // instance and hides the accessor; move it through the setter.
+    if (Object.prototype.hasOwnProperty.call(this, "token")) {
+      const value = this.token;
+      delete this.token;
+      this._tokenProp = value || null;
+    }
     if (!this._built) this._build();
     this._boot();
   }
