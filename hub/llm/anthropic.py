@@ -238,8 +238,8 @@ class AnthropicLLM:
             context_tokens=settings.context_tokens,
         )
 
-    def request_params(self, context: Context) -> dict[str, Any]:
-        """The Messages API arguments: cache breakpoints on the system prompt and stable prefix."""
+    def render(self, context: Context) -> tuple[list[TextBlockParam], list[MessageParam]]:
+        """System blocks and messages; cache breakpoints on the system and the stable prefix."""
         system: list[TextBlockParam] = [
             {"type": "text", "text": context.system, "cache_control": {"type": "ephemeral"}}
         ]
@@ -252,16 +252,7 @@ class AnthropicLLM:
                 messages.append(UserMessageParam(role="user", content=blocks))
             else:
                 messages.append(AssistantMessageParam(role="assistant", content=blocks))
-        params: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "system": system,
-            "messages": messages,
-        }
-        if self.temperature is not None:
-            # The SDK (1.0+) dropped sampling arguments; the API takes them from the body.
-            params["extra_body"] = {"temperature": self.temperature}
-        return params
+        return system, messages
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
         """Yield Claude's text as it arrives, then a ``Finish`` with the token usage."""
@@ -273,8 +264,17 @@ class AnthropicLLM:
         api_stop = ""
         produced = False
         streaming = False
+        system, messages = self.render(context)
+        # The SDK (1.0+) dropped the sampling arguments; the API still takes them in the body.
+        extra = {"temperature": self.temperature} if self.temperature is not None else None
         try:
-            async with self.client.messages.stream(**self.request_params(context)) as events:
+            async with self.client.messages.stream(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=system,
+                messages=messages,
+                extra_body=extra,
+            ) as events:
                 streaming = True
                 async for event in events:
                     if event.type == "content_block_delta":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -65,11 +65,9 @@ def error_info(body: object) -> tuple[str, str]:
 
 
 class ClearRetryHook:
-    """Marks responses the SDK should not retry (``x-should-retry: false``), as it obeys it.
+    """Stops the SDK retrying quota errors and long ``retry-after``s (``x-should-retry``)."""
 
-    The ``openai`` SDK has no retry middleware, so an httpx response hook is the place to
-    stop it retrying a quota error, or waiting out a ``retry-after`` too long for a chat.
-    """
+    # The openai SDK has no retry middleware; an httpx response hook is the place left.
 
     def __init__(self, max_wait: float) -> None:
         self.max_wait = max_wait
@@ -151,8 +149,8 @@ class OpenAILLM:
             context_tokens=settings.context_tokens,
         )
 
-    def request_params(self, context: Context) -> dict[str, Any]:
-        """The chat.completions arguments for one streamed reply."""
+    def render(self, context: Context) -> list[ChatCompletionMessageParam]:
+        """The chat messages: the system prompt first, then one string per message."""
         messages: list[ChatCompletionMessageParam] = []
         if context.system:
             messages.append({"role": "system", "content": context.system})
@@ -161,16 +159,7 @@ class OpenAILLM:
                 messages.append({"role": "user", "content": message.text})
             else:
                 messages.append({"role": "assistant", "content": message.text})
-        params: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": self.max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
-        return params
+        return messages
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
         """Yield the model's text as it arrives, then a ``Finish`` with the token usage."""
@@ -181,7 +170,14 @@ class OpenAILLM:
         stop: StopReason = "end"
         streaming = False
         try:
-            chunks = await self.client.chat.completions.create(**self.request_params(context))
+            chunks = await self.client.chat.completions.create(
+                model=self.model,
+                messages=self.render(context),
+                max_tokens=self.max_tokens,
+                temperature=openai.omit if self.temperature is None else self.temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
             async with chunks:
                 streaming = True
                 async for chunk in chunks:

@@ -131,7 +131,9 @@ class LoopbackServer:
         for path in self.routes:
             app.router.add_post(path, self._handle)
         # handler_cancellation: a client that goes away cancels its handler, which counts it.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
