@@ -4,9 +4,9 @@ What this module decides, and why:
 
 * **Rooms are attributed.** In a room every user turn becomes ``[Name]: text``, so the
   model knows who said what, and the system prompt says it is in a room with several
-  people. Who is online right now goes into the *newest* message rather than the system
-  prompt: the system prompt heads the cached prefix, and presence changes would otherwise
-  throw away the whole cache each time someone comes or goes.
+  people. The request's ``members`` go into the *newest* message rather than the system
+  prompt: the system prompt heads the cached prefix, and a changing member list would
+  otherwise throw away the whole cache each time it changed.
 * **Roles alternate.** Consecutive turns of one role (several people talking before the
   assistant is asked) become one message with one part per turn; empty turns are dropped,
   and so are assistant turns before the first user turn and after the last one, because
@@ -102,9 +102,9 @@ def system_text(system_prompt: str, request: LLMRequest) -> str:
 
 
 def members_note(members: list[str]) -> str:
-    """Who is in the room now, as a part of the newest message."""
+    """The room's people, as a part of the newest message."""
     names = ", ".join(m.strip() for m in members if m.strip())
-    return f"(In the room now: {names}.)" if names else ""
+    return f"(People in this room: {names}.)" if names else ""
 
 
 def build_context(request: LLMRequest, system_prompt: str, budget_tokens: int) -> Context:

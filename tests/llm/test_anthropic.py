@@ -157,7 +157,7 @@ async def test_room_request_attributes_each_author(
         "[Bob]: I prefer coffee",
     ]
     assert [b["text"] for b in messages[2]["content"]] == [
-        "(In the room now: Alice, Bob, Carol.)",
+        "(People in this room: Alice, Bob, Carol.)",
         "[Carol]: @assistant who likes coffee?",
     ]
     assert messages[1]["content"][-1]["cache_control"] == {"type": "ephemeral"}

@@ -99,7 +99,7 @@ def test_room_turns_are_attributed_and_the_system_prompt_says_room() -> None:
     assert context.messages[0] == Message("user", ("[Alice]: Hi all", "[Bob]: Hey Alice"))
     assert context.messages[1] == Message("assistant", ("Hello both",))
     assert context.messages[2] == Message(
-        "user", ("(In the room now: Alice, Bob.)", "[Alice]: @assistant what did Bob say?")
+        "user", ("(People in this room: Alice, Bob.)", "[Alice]: @assistant what did Bob say?")
     )
 
 
@@ -139,4 +139,4 @@ def test_helpers() -> None:
     assert render_turn(Turn("assistant", "yes"), room=True) == "yes"
     assert render_turn(Turn("user", "hi", author="Al"), room=False) == "hi"
     assert members_note([]) == ""
-    assert members_note(["A", " "]) == "(In the room now: A.)"
+    assert members_note(["A", " "]) == "(People in this room: A.)"

@@ -102,7 +102,7 @@ async def test_room_request_attributes_each_author(fake_openai: FakeOpenAI, llm:
     assert messages[1:] == [
         {
             "role": "user",
-            "content": "(In the room now: Ann, Ben.)\n\n[Ann]: pizza?\n\n[Ben]: yes!\n\n"
+            "content": "(People in this room: Ann, Ben.)\n\n[Ann]: pizza?\n\n[Ben]: yes!\n\n"
             "[Ann]: @assistant which topping?",
         }
     ]
