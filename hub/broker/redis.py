@@ -132,15 +132,16 @@ class RedisBroker:
         """Connect by URL with short timeouts and no hidden retries (a retried Lua append could
         store a message twice; callers retry with their dedupe key instead)."""
         timeout = options.get("op_timeout", 2.0)
+        tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
         client = Redis.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
-            socket_keepalive=True,
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
+            **tcp,
         )
         return cls(client, prefix=prefix, history_max=history_max, **options)
 

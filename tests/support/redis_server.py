@@ -44,10 +44,13 @@ class RedisServer:
     freeze it with SIGSTOP/SIGCONT to simulate a half-open link.
     """
 
-    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int | None = None, *, startup_timeout: float = 10.0, unix_socket: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self._dir = Path(tempfile.mkdtemp(prefix="hub-redis-"))
+        self.socket_path = self._dir / "redis.sock" if unix_socket else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -55,6 +58,13 @@ class RedisServer:
     def url(self) -> str:
         """The ``redis://`` URL of this server (database 0)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """The ``unix://`` URL of this server; needs ``unix_socket=True``."""
+        if self.socket_path is None:
+            raise ValueError("this RedisServer was made without unix_socket=True")
+        return f"unix://{self.socket_path}"
 
     @property
     def running(self) -> bool:
@@ -66,6 +76,7 @@ class RedisServer:
         if self.running:
             return self
         log = (self._dir / "redis.log").open("ab")
+        unix = [] if self.socket_path is None else ["--unixsocket", str(self.socket_path)]
         self._proc = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -83,6 +94,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "no",
+                *unix,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,74 @@
+"""How a RedisBroker is built: from URLs and settings, and the names it gives Redis."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from hub.broker import create_broker
+from hub.broker.redis import RedisBroker
+from hub.broker.redis_names import RedisNames
+from hub.settings import Settings
+from tests.broker.conftest import Frames
+from tests.support.redis_server import RedisServer
+
+
+async def test_unix_socket_url() -> None:
+    with RedisServer(unix_socket=True) as server:
+        broker = RedisBroker.from_url(server.unix_url, prefix="unix")
+        frames = Frames()
+        await broker.start(frames, frames.on_reconnect)
+        try:
+            await broker.subscribe("room:u")
+            result = await broker.append("room:u", '{"text":"over a socket"}')
+            assert result is not None
+            await frames.until(lambda: frames.payloads("room:u"))
+            assert await broker.ping()
+        finally:
+            await broker.close()
+
+
+async def test_create_broker_uses_prefix_and_history_max(shared_redis: RedisServer) -> None:
+    if not shared_redis.running:
+        shared_redis.start()
+    settings = Settings(broker_url=shared_redis.url, redis_prefix="custom", history_max=10)
+    broker = create_broker(settings)
+    assert isinstance(broker, RedisBroker)
+    raw = Redis.from_url(shared_redis.url, decode_responses=True)
+    try:
+        await raw.flushall()
+        for i in range(12):
+            await broker.append("room:p", f'{{"n":{i}}}')
+        page, more = await broker.history("room:p", None, 100)
+        assert len(page) == 10 and not more
+        keys = await raw.keys("*")
+        assert keys and all(k.startswith("custom:") for k in keys)
+    finally:
+        await raw.aclose()
+        await broker.close()
+
+
+def test_client_must_decode_responses() -> None:
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisBroker(fakeredis.FakeAsyncRedis())
+
+
+def test_names_of_one_channel_share_a_cluster_slot() -> None:
+    names = RedisNames("hub")
+    channel = "room:lobby"
+    together = [
+        names.pub(channel),
+        names.log(channel),
+        names.meta(channel),
+        names.ref(channel, "alice:ref-1"),
+        names.inflight(channel),
+        names.deltas(channel, "r1"),
+        names.lease(channel, "r1"),
+    ]
+    assert len({key_slot(name.encode()) for name in together}) == 1
+    assert all(name.startswith("hub:") for name in together)
+    assert names.topic_of(names.pub("dm:alice")) == "dm:alice"
+    assert names.topic_of("other:pub:{dm:alice}") is None
+    assert names.deltas(channel, "") + "r1" == names.deltas(channel, "r1")
