@@ -74,6 +74,10 @@ async def _serve(settings: Settings) -> int:
 
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=settings.drain_timeout, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
@@ -96,10 +100,6 @@ async def _serve(settings: Settings) -> int:
         f"assistant {settings.llm_name}, broker {settings.broker_url.split('@')[-1]})",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: closing connections with 1012 (at most %ss)", settings.drain_timeout)
     try:
