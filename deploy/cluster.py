@@ -307,6 +307,7 @@ class ManagedProcess:
         if self._proc is None:
             return None
         self.send(sig)
+        self.send(signal.SIGCONT)  # a stopped (SIGSTOP) process handles sig only once resumed
         code = self.wait(timeout)
         if code is None:
             self._note(f"did not exit {timeout:g} s after {sig.name}; sending SIGKILL")
@@ -576,7 +577,8 @@ class Cluster:
                     self._wait_worker(worker, "healthy", self.start_timeout)
                 self.start_nginx()
             except BaseException:
-                self.stop()
+                with contextlib.suppress(ClusterError):  # keep the reason it failed
+                    self.stop()
                 raise
             self.write_state(ready=True)
 
@@ -637,10 +639,10 @@ class Cluster:
         base = self.url if index is None else self.workers[index].url
         return http_status(base + "/health")
 
-    def dead_processes(self) -> list[str]:
-        """Names of the processes that should run but have exited (for a supervisor loop)."""
+    def dead_processes(self) -> list[ManagedProcess]:
+        """The processes that were started but have exited (for a supervisor loop)."""
         processes = [self.redis, *(worker.process for worker in self.workers), self.nginx]
-        return [p.name for p in processes if p.pid is not None and not p.alive()]
+        return [p for p in processes if p.pid is not None and not p.alive()]
 
     # ---------------------------------------------------------------- workers
 
@@ -661,6 +663,10 @@ class Cluster:
             code = self.workers[index].process.stop(limit)
             self.write_state()
             return code
+
+    def signal_worker(self, index: int, sig: signal.Signals) -> None:
+        """Send ``sig`` to worker ``index``: e.g. SIGSTOP to hang it, SIGCONT to resume it."""
+        self.workers[index].process.send(sig)
 
     def start_worker(
         self, index: int, wait: WaitFor = "healthy", timeout: float | None = None
@@ -695,6 +701,7 @@ class Cluster:
         """Start redis-server on the cluster's Redis port and wait until it answers PING."""
         with self._lock:
             self._check_port(self.redis_port, "redis-server")
+            (self.run_dir / "redis").mkdir(parents=True, exist_ok=True)
             self.redis.start()
             _wait_until(
                 lambda: redis_ping("127.0.0.1", self.redis_port),
@@ -835,7 +842,6 @@ class Cluster:
 
     def _redis_argv(self) -> list[str]:
         data_dir = self.run_dir / "redis"
-        data_dir.mkdir(parents=True, exist_ok=True)
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always"]
             if self.redis_persist
@@ -969,11 +975,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         reported: set[str] = set()
         while True:  # until Ctrl-C / SIGTERM / `down`
             time.sleep(1.0)
-            for name in cluster.dead_processes():
-                if name not in reported:
-                    reported.add(name)
+            for process in cluster.dead_processes():
+                if process.name not in reported:
+                    reported.add(process.name)
                     print(
-                        f"warning: {name} has exited; see {cluster.log_dir}/{name}.log", flush=True
+                        f"warning: {process.name} exited ({process.returncode}); "
+                        f"see {process.log_path}",
+                        flush=True,
                     )
     except KeyboardInterrupt:
         print("\nstopping the cluster ...", flush=True)
