@@ -78,6 +78,14 @@ KEY_REFUSED = (
     "The operator has been told; please try again later."
 )
 
+NO_CREDENTIALS = (
+    "The assistant is not available: the server has no API key for it. The operator has been told."
+)
+NO_CREDENTIALS_LOG = (
+    "HUB_LLM=anthropic but the anthropic SDK found no credentials: set ANTHROPIC_API_KEY "
+    "(or ANTHROPIC_AUTH_TOKEN / ANTHROPIC_PROFILE) and restart the hub"
+)
+
 DECLINED = "(The assistant declined to answer this.)"
 """The reply to a refusal that came without any text, so the stored reply is not empty."""
 
@@ -213,16 +221,25 @@ class AnthropicLLM:
         self.temperature = temperature
         self.context_tokens = context_tokens
         self.read_timeout = read_timeout
-        # api_key/base_url None: the SDK reads ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, profiles.
-        self.client = AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=httpx2.Timeout(
-                timeout, read=read_timeout, connect=min(timeout, CONNECT_TIMEOUT)
-            ),
-            max_retries=max_retries,
-            middleware=[RetryPolicy(max_retry_wait)],
-        )
+        timeouts = httpx2.Timeout(timeout, read=read_timeout, connect=min(timeout, CONNECT_TIMEOUT))
+        options: dict[str, Any] = {
+            "base_url": base_url,
+            "timeout": timeouts,
+            "max_retries": max_retries,
+            "middleware": [RetryPolicy(max_retry_wait)],
+        }
+        try:
+            # api_key None: the SDK finds ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, profiles...
+            self.client = AsyncAnthropic(api_key=api_key, **options)
+            client = self.client
+            self.has_credentials = bool(client.api_key or client.auth_token or client.credentials)
+        except anthropic.CredentialsError as exc:
+            log.error("the anthropic SDK could not load credentials: %s", exc)
+            # A client that never sends a request, so the hub still starts and says why.
+            self.client = AsyncAnthropic(api_key="", **options)
+            self.has_credentials = False
+        if not self.has_credentials:
+            log.error(NO_CREDENTIALS_LOG)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnthropicLLM:
@@ -256,6 +273,9 @@ class AnthropicLLM:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
         """Yield Claude's text as it arrives, then a ``Finish`` with the token usage."""
+        if not self.has_credentials:
+            log.error(NO_CREDENTIALS_LOG)
+            raise LLMError("llm_unavailable", NO_CREDENTIALS)
         context = build_context(request, self.system_prompt, self.context_tokens)
         if context.dropped:
             log.debug("%s: %d old turns left out of the context", request.channel, context.dropped)

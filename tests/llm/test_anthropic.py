@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hub.llm import create_llm
-from hub.llm.anthropic import DECLINED, AnthropicLLM, parse_retry_after
+from hub.llm.anthropic import DECLINED, NO_CREDENTIALS, AnthropicLLM, parse_retry_after
 from hub.llm.base import Finish, LLMRequest, Turn
 from hub.protocol import Usage
 from hub.settings import load_settings
@@ -430,6 +431,31 @@ async def test_settings_and_the_sdk_environment_are_honoured(
     assert seen.body["model"] == "claude-from-settings"
     assert seen.body["max_tokens"] == 77
     assert seen.body["system"][0]["text"] == "Settings prompt."
+
+
+@pytest.mark.parametrize("config_dir", [False, True])
+async def test_no_credentials_at_all_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    config_dir: bool,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    if config_dir:
+        # An existing config dir without profiles makes the SDK raise CredentialsError.
+        monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(tmp_path))
+    else:
+        monkeypatch.delenv("ANTHROPIC_CONFIG_DIR", raising=False)
+    llm = AnthropicLLM(model=MODEL, system_prompt="", max_tokens=8, base_url="http://127.0.0.1:9")
+    outcome = await collect(llm.stream(dm("hi")))
+    await llm.aclose()
+    assert outcome.error is not None
+    assert outcome.error.code == "llm_unavailable"
+    assert outcome.error.message == NO_CREDENTIALS
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("ANTHROPIC_API_KEY" in line for line in logged)
+    assert any("could not load credentials" in line for line in logged) == config_dir
 
 
 def test_retry_after_parsing() -> None:
