@@ -1041,7 +1041,9 @@ export class HubChat extends HTMLElement {
 
   _onState({ state }) {
     this._setIndicator(state);
-    this._emit("hub-chat:state", { state });
+    const shown = state === "idle" ? "offline" : state;
+    if (shown !== this._lastState) this._emit("hub-chat:state", { state: shown });
+    this._lastState = shown;
   }
 
   _setIndicator(state) {
