@@ -412,8 +412,9 @@ async def test_unreachable_server_is_llm_unavailable(fake_anthropic: FakeAnthrop
 async def test_settings_and_the_sdk_environment_are_honoured(
     fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name, value in fake_anthropic.env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "key-from-env")
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.url)
     settings = load_settings(
         anthropic_model="claude-from-settings",
         system_prompt="Settings prompt.",

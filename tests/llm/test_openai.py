@@ -217,13 +217,13 @@ async def test_stalled_stream_ends_after_the_read_timeout(fake_openai: FakeOpenA
     await fake_openai.wait_disconnect(1)
 
 
-async def test_settings_choose_this_provider(fake_openai: FakeOpenAI) -> None:
-    settings = load_settings(
-        llm="openai",
-        openai_base_url=fake_openai.base_url,
-        openai_model="llama-from-settings",
-        llm_max_retries=0,
-    )
+async def test_settings_choose_this_provider(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in fake_openai.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HUB_OPENAI_MODEL", "llama-from-settings")
+    settings = load_settings(llm_max_retries=0)
     llm = create_llm(settings)
     assert isinstance(llm, OpenAILLM)
     outcome = await collect(llm.stream(dm("hi")))

@@ -1,6 +1,7 @@
 """A loopback server that speaks the Anthropic Messages streaming API, scripted per test.
 
-Point the real SDK at it (``AnthropicLLM(api_key="test-key", base_url=fake.url, ...)``)::
+Point the real SDK at it (``AnthropicLLM(api_key="test-key", base_url=fake.url, ...)``, or a
+whole hub through ``fake.env()``: ``HUB_LLM``, ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``)::
 
     async with FakeAnthropic() as fake:
         fake.script(Reply(pieces=["Hel", "lo"]), Reply.status_error(529, retry_after="0"))
@@ -218,6 +219,15 @@ class FakeAnthropic(LoopbackServer):
     """``POST /v1/messages`` with ``stream: true``: the events the real API sends."""
 
     routes = ("/v1/messages",)
+    api_key = "test-key"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a hub (in-process or a worker process) answering through this fake."""
+        return {
+            "HUB_LLM": "anthropic",
+            "ANTHROPIC_API_KEY": self.api_key,
+            "ANTHROPIC_BASE_URL": self.url,
+        }
 
     async def write_stream(
         self, response: web.StreamResponse, reply: Reply, body: dict[str, Any]

@@ -2,7 +2,8 @@
 
 Scripted like :class:`tests.support.fake_anthropic.FakeAnthropic` (same :class:`Reply`):
 ``stop_reason`` is the ``finish_reason`` (``stop``, ``length``), ``error`` with status 200
-is an error chunk after the pieces. Give the SDK ``base_url=fake.url + "/v1"``.
+is an error chunk after the pieces. Give the SDK ``base_url=fake.base_url``, or a whole hub
+``fake.env()``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ class FakeOpenAI(LoopbackServer):
     def base_url(self) -> str:
         """What to give the SDK as ``base_url``."""
         return f"{self.url}/v1"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a hub (in-process or a worker process) answering through this fake."""
+        return {
+            "HUB_LLM": "openai",
+            "HUB_OPENAI_BASE_URL": self.base_url,
+            "HUB_OPENAI_MODEL": "fake-model",
+        }
 
     def error_response(self, reply: Reply) -> web.Response:
         """OpenAI's error body: ``{"error": {"message", "type", "code"}}``."""
