@@ -191,14 +191,19 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return hook
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> str | None:
@@ -916,7 +921,7 @@ def _is_ours(pid: int, marker: str) -> bool:
 
     Guards ``down`` against a stale state file whose pids now belong to something else.
     """
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     cmdline = _cmdline(pid)
     return cmdline is None or marker in cmdline
@@ -928,10 +933,10 @@ def _signal_and_wait(pid: int, sig: signal.Signals, timeout: float) -> bool:
         os.kill(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.1)
-    return not _pid_alive(pid)
+    return not pid_alive(pid)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -1119,7 +1124,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     all_ok = True
     for entry in [state.get("redis", {}), *state.get("workers", []), state.get("nginx", {})]:
         pid, port, name = entry.get("pid"), entry.get("port"), entry.get("name")
-        running = isinstance(pid, int) and _pid_alive(pid)
+        running = isinstance(pid, int) and pid_alive(pid)
         health = ""
         if name == "redis-server":
             health = "PONG" if redis_ping("127.0.0.1", int(port)) else "no answer"
@@ -1197,6 +1202,7 @@ __all__ = [
     "free_port",
     "http_status",
     "main",
+    "pid_alive",
     "read_upstream_template",
     "redis_ping",
     "render_local_nginx_conf",

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from deploy.cluster import Cluster
+from deploy.cluster import REPO_ROOT, Cluster, http_status, pid_alive
 from tests.deploy.binaries import require_binary
 
 pytestmark = pytest.mark.slow
@@ -116,3 +119,36 @@ async def test_redis_down_and_back_on_the_same_port(cluster: Cluster) -> None:
     assert cluster.redis_port == port
     await asyncio.to_thread(cluster.wait_healthy, 30)
     assert cluster.health() == 200
+
+
+def test_command_line_up_status_down(tmp_path: Path) -> None:
+    require_binary("nginx")
+    require_binary("redis-server")
+    script = [sys.executable, str(REPO_ROOT / "deploy" / "cluster.py")]
+    run_dir = tmp_path / "run"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*script, *args, "--run-dir", str(run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+            env={**os.environ, "HUB_LLM": "echo", "HUB_DRAIN_TIMEOUT": "3"},
+        )
+
+    up = run("up", "--detach", "--workers", "1", "--port", "0")
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = json.loads((run_dir / "cluster.json").read_text())
+    pids = [state["redis"]["pid"], state["workers"][0]["pid"], state["nginx"]["pid"]]
+    try:
+        assert http_status(state["url"] + "/health") == 200
+        status = run("status")
+        assert status.returncode == 0, status.stdout
+        assert "hub1" in status.stdout
+    finally:
+        down = run("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "cluster stopped" in down.stdout
+    assert not (run_dir / "cluster.json").exists()
+    assert not any(pid_alive(pid) for pid in [state["supervisor_pid"], *pids])
