@@ -257,9 +257,12 @@ class AnthropicLLM:
 
     def render(self, context: Context) -> tuple[list[TextBlockParam], list[MessageParam]]:
         """System blocks and messages; cache breakpoints on the system and the stable prefix."""
-        system: list[TextBlockParam] = [
-            {"type": "text", "text": context.system, "cache_control": {"type": "ephemeral"}}
-        ]
+        system: list[TextBlockParam] = []
+        if context.system:
+            # The API refuses empty text blocks, so an empty prompt sends no system at all.
+            system.append(
+                {"type": "text", "text": context.system, "cache_control": {"type": "ephemeral"}}
+            )
         messages: list[MessageParam] = []
         for index, message in enumerate(context.messages):
             blocks: list[TextBlockParam] = [{"type": "text", "text": p} for p in message.parts]
@@ -291,7 +294,7 @@ class AnthropicLLM:
             async with self.client.messages.stream(
                 model=self.model,
                 max_tokens=self.max_tokens,
-                system=system,
+                system=system or anthropic.omit,
                 messages=messages,
                 extra_body=extra,
             ) as events:

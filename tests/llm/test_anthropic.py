@@ -131,6 +131,14 @@ async def test_first_message_has_only_the_system_breakpoint(
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
 
 
+async def test_an_empty_system_prompt_sends_no_system(fake_anthropic: FakeAnthropic) -> None:
+    llm = make_llm(fake_anthropic, system_prompt="")
+    outcome = await collect(llm.stream(dm("hi")))
+    await llm.aclose()
+    assert outcome.error is None
+    assert "system" not in fake_anthropic.requests[0].body
+
+
 async def test_room_request_attributes_each_author(
     fake_anthropic: FakeAnthropic, llm: AnthropicLLM
 ) -> None:
