@@ -60,6 +60,8 @@ class HubClient:
         self.user: dict[str, str] = {}
         self.state = "idle"
         self.reconnects = 0
+        self.raw: list[dict[str, Any]] = []
+        """Every frame as the server sent it, before deduplication (for tests and debugging)."""
         self._session = session
         self._own_session = session is None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -207,7 +209,9 @@ class HubClient:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
-                await self._on_frame(json.loads(msg.data))
+                frame = json.loads(msg.data)
+                self.raw.append(frame)
+                await self._on_frame(frame)
             return ws.close_code
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
