@@ -328,7 +328,12 @@ class RedisBroker:
             self._link_up.set()
 
     async def _pump(self) -> None:
-        """Deliver frames until the link fails; a PING unanswered in time counts as failure."""
+        """Deliver frames until the link fails; a PING unanswered in time counts as failure.
+
+        redis-py's ``health_check_interval`` only sends a PING and never checks that anything
+        comes back, so a frozen server or a silently dropped TCP path would go unnoticed;
+        this loop keeps its own deadline: ``ping_interval + ping_timeout`` without a byte.
+        """
         pubsub = self._pubsub
         assert pubsub is not None
         loop = asyncio.get_running_loop()

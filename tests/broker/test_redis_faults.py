@@ -186,7 +186,7 @@ async def test_on_frame_errors_do_not_stop_delivery(server: RedisServer) -> None
     async def nothing() -> None:
         return None
 
-    broker = RedisBroker.from_url(server.url, prefix="faults", **FAST)
+    broker = RedisBroker.from_url(server.url, prefix="faults", history_max=100, **FAST)
     await broker.start(flaky, nothing)
     try:
         await broker.subscribe("room:a")

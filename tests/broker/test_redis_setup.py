@@ -43,7 +43,7 @@ async def test_create_broker_uses_prefix_and_history_max(shared_redis: RedisServ
             await broker.append("room:p", f'{{"n":{i}}}')
         page, more = await broker.history("room:p", None, 100)
         assert len(page) == 10 and not more
-        keys = await raw.keys("*")
+        keys = [str(k) for k in await raw.keys("*")]
         assert keys and all(k.startswith("custom:") for k in keys)
     finally:
         await raw.aclose()
