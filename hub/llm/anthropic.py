@@ -10,8 +10,8 @@ Failures and what the user gets (``LLMError.code``):
 * A 429/402 that retrying cannot cure (spend limit reached, billing error) fails at once:
   ``llm_unavailable``, plus an operator log line.
 * 401/403/404 (key refused, key not allowed, model unknown): ``llm_unavailable`` and a
-  ``logging.error`` telling the operator what to fix. Nothing is remembered: the next
-  request tries again, so fixing the key or the model needs no restart.
+  ``logging.error`` telling the operator what to fix. Nothing is remembered: every
+  request tries again, so a key that is refused for a while recovers by itself.
 * An ``error`` event inside the stream: ``llm_error``, after the text already yielded.
 * A stream that stalls (no bytes and no pings for ``HUB_LLM_READ_TIMEOUT`` seconds) or
   whose connection drops: ``llm_unavailable`` -- like a timeout before the reply, it is the
@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncCallNext, Middleware
-from anthropic._request import APIRequest
+from anthropic import APIRequest, AsyncAnthropic, AsyncAPIResponse, AsyncCallNext, Middleware
 from anthropic.types import (
     AssistantMessageParam,
     MessageParam,
