@@ -5,7 +5,8 @@
 //
 // Attributes: hub (base URL; default this page's origin), token (a JWT from the
 // host app; without it, guest sign-in where the hub allows it), room (a room to
-// open at start), theme (light | dark | auto, default auto).
+// open at start), theme (light | dark | auto, default auto), autofocus (take
+// focus at start: for a full-window chat, not for an embed).
 // Events (bubbling, composed): hub-chat:state, hub-chat:ready, hub-chat:message,
 // hub-chat:error, hub-chat:token-expired, hub-chat:signed-out.
 
@@ -121,7 +122,7 @@ export class HubChat extends HTMLElement {
     if (this._session?.mode === "guest") saveGuest(this.hub, null);
     this._session = null;
     this._emit("hub-chat:signed-out", {});
-    this._showSignIn();
+    this._showSignIn("", { byUser: true });
   }
 
   // ---- lifecycle --------------------------------------------------------
@@ -255,7 +256,7 @@ export class HubChat extends HTMLElement {
         }
       }
       this._session = null;
-      this._showSignIn("Your session ended. Sign in again to continue.");
+      this._showSignIn("Your session ended. Sign in again to continue.", { byUser: true });
       return;
     }
     this._setIndicator("offline");
@@ -475,9 +476,15 @@ export class HubChat extends HTMLElement {
     const root = this.shadowRoot;
     const link = h("link", { rel: "stylesheet", href: CSS_URL });
     const app = h("div", { class: "app", part: "app", style: "visibility:hidden" });
-    const reveal = () => app.style.removeProperty("visibility");
-    link.addEventListener("load", reveal, { once: true });
-    link.addEventListener("error", reveal, { once: true });
+    // Shown once styled; focus waits for it too (a hidden field cannot take focus).
+    this._styled = new Promise((resolve) => {
+      const reveal = () => {
+        app.style.removeProperty("visibility");
+        resolve();
+      };
+      link.addEventListener("load", reveal, { once: true });
+      link.addEventListener("error", reveal, { once: true });
+    });
     const $ = (this._el = {});
 
     // Sign-in
@@ -720,7 +727,8 @@ export class HubChat extends HTMLElement {
 
   // ---- view: screens ----------------------------------------------------
 
-  _showSignIn(note = "") {
+  /** `byUser`: the person got here by an action (sign out, session ended), so focus follows. */
+  _showSignIn(note = "", { byUser = false } = {}) {
     const $ = this._el;
     $.chat.hidden = true;
     $.signin.hidden = false;
@@ -728,7 +736,12 @@ export class HubChat extends HTMLElement {
     $.signinError.textContent = "";
     if (!$.signinName.value) $.signinName.value = loadName(this.hub);
     this._setIndicator("offline");
-    queueMicrotask(() => $.signinName.focus({ preventScroll: true }));
+    // An embed takes focus only when asked to (autofocus), never on its own at page load.
+    if (byUser || this.hasAttribute("autofocus")) {
+      this._styled.then(() => {
+        if (!$.signin.hidden) $.signinName.focus({ preventScroll: true });
+      });
+    }
   }
 
   _showChat() {
@@ -753,7 +766,9 @@ export class HubChat extends HTMLElement {
     }
     this._toggleDrawer(false);
     this._renderAll();
-    if (focus) this._el.composer.focus({ preventScroll: true });
+    // On touch screens focusing would pop the keyboard over the conversation.
+    const touch = globalThis.matchMedia?.("(pointer: coarse)").matches;
+    if (focus && !touch) this._el.composer.focus({ preventScroll: true });
   }
 
   _toggleDrawer(open) {

@@ -43,6 +43,30 @@ export function setServerHtml(el, html) {
     a.target = "_blank";
     a.rel = "noopener noreferrer nofollow";
   }
+  for (const pre of el.querySelectorAll("pre")) addCopyButton(pre);
+}
+
+/** A "Copy" button on a code block, built with DOM calls. */
+function addCopyButton(pre) {
+  const wrap = document.createElement("div");
+  wrap.className = "code-wrap";
+  pre.replaceWith(wrap);
+  const button = h("button", { type: "button", class: "copy", title: "Copy code" }, "Copy");
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(pre.textContent ?? "");
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+  });
+  // Back to "Copy" when the pointer or focus moves on (no timer to clean up).
+  const reset = () => {
+    button.textContent = "Copy";
+  };
+  button.addEventListener("pointerleave", reset);
+  button.addEventListener("blur", reset);
+  wrap.append(pre, button);
 }
 
 /** An inline SVG icon from path data (built with DOM calls, no markup strings). */
