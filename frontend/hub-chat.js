@@ -284,7 +284,7 @@ export class HubChat extends HTMLElement {
         return;
       }
       case "delta": {
-        const fresh = !this.store.streamingIn(f.channel)?.reply || this.store.streamingIn(f.channel).reply !== f.reply;
+        const fresh = !this.store.channel(f.channel).streams.has(f.reply);
         if (this.store.applyDelta(f) && fresh && f.channel === this.active) this._announce("The assistant is replying…");
         return;
       }

@@ -33,7 +33,7 @@ export function describeError(frame) {
     forbidden: "Not allowed",
     not_found: "Not found",
     invalid: "Not accepted",
-    unavailable: "Hub busy",
+    unavailable: "Temporarily unavailable",
     internal: "Something went wrong on the hub",
   };
   const title = titles[frame.code] ?? "Error";
