@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,10 @@ from aiohttp.test_utils import TestServer
 from hub.auth import mint_token
 from hub.settings import Settings
 from hub.web.app import create_app
+from tests.support.redis_server import redis_server_fixture
 from tests.support.wsclient import WsClient, connect
+
+shared_redis = redis_server_fixture("session", name="shared_redis")
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
@@ -76,13 +80,27 @@ def make_settings(**overrides: Any) -> Settings:
 HubFactory = Callable[..., Awaitable[HubUnderTest]]
 
 
+@pytest.fixture(params=["memory", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Every hub test runs on the embedded broker and on a real redis-server."""
+    if request.param == "memory":
+        return "memory://"
+    server = request.getfixturevalue("shared_redis")
+    return str(server.url)
+
+
 @pytest.fixture
-async def start_hub() -> AsyncIterator[HubFactory]:
-    """Start hubs on real sockets; all are shut down (drained and cleaned) after the test."""
+async def start_hub(broker_url: str) -> AsyncIterator[HubFactory]:
+    """Start hubs on real sockets; all are shut down (drained and cleaned) after the test.
+
+    On Redis each hub gets a key prefix of its own, so tests never see each other's data.
+    """
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
 
     async def start(**overrides: Any) -> HubUnderTest:
         llm = overrides.pop("llm_instance", None)
+        overrides.setdefault("broker_url", broker_url)
+        overrides.setdefault("redis_prefix", "t" + uuid.uuid4().hex[:12])
         settings = make_settings(**overrides)
         app = create_app(settings, llm=llm) if llm else create_app(settings)
         server = TestServer(app)

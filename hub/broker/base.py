@@ -1,6 +1,6 @@
 """The broker contract: everything workers share, so that any worker can serve any client.
 
-Two implementations pass one contract suite (tests/test_broker_contract.py):
+Two implementations pass one contract suite (tests/broker/test_contract.py):
 ``MemoryBroker`` (embedded, one process) and ``RedisBroker`` (pub/sub + Streams + Lua).
 
 Vocabulary:

@@ -172,7 +172,7 @@ class AssistantRunner:
                 state.pending.append(item)
                 state.wake.set()
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
             state.wake.set()
         return Finish("end")
 
@@ -231,15 +231,6 @@ class AssistantRunner:
             ts=int(time.time() * 1000),
             usage=usage,
         )
-        if usage is not None:
-            log.info(
-                "reply %s usage: input=%d output=%d cache_read=%d cache_write=%d",
-                state.reply,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_read_input_tokens,
-                usage.cache_creation_input_tokens,
-            )
         if failure is not None:
             log.warning("reply %s ended with %s: %s", state.reply, failure.code, failure.message)
             error = Error(

@@ -29,7 +29,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -273,7 +273,7 @@ class AnthropicLLM:
                 messages.append(AssistantMessageParam(role="assistant", content=blocks))
         return system, messages
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
         """Yield Claude's text as it arrives, then a ``Finish`` with the token usage."""
         if not self.has_credentials:
             log.error(NO_CREDENTIALS_LOG)

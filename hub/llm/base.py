@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -52,7 +52,7 @@ class LLM(Protocol):
 
     name: str
 
-    def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
+    def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
         """Yield text pieces, then one ``Finish``; raise ``LLMError`` on failure.
 
         Closing the iterator early (``aclose``, cancellation) must end the upstream request.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from hub.llm.base import Finish, LLMRequest
 
@@ -17,7 +17,7 @@ class EchoLLM:
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
         last = request.turns[-1].text if request.turns else ""
         last = re.sub(r"@assistant\b", "", last).strip()
         for piece in re.findall(r"\S+\s*", f"Echo: {last}"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import httpx2
@@ -161,7 +161,7 @@ class OpenAILLM:
                 messages.append({"role": "assistant", "content": message.text})
         return messages
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[str | Finish]:
+    async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
         """Yield the model's text as it arrives, then a ``Finish`` with the token usage."""
         import openai
 
