@@ -1012,8 +1012,14 @@ export class HubChat extends HTMLElement {
     $.older.replaceChildren();
     if (!ch.loaded) $.older.append(h("span", { class: "spinner", "aria-hidden": "true" }), " Loading messages…");
     else if (ch.loadingOlder) $.older.append(h("span", { class: "spinner", "aria-hidden": "true" }), " Loading older messages…");
-    else if (ch.more === false && count > 0) $.older.append("Beginning of the conversation");
+    else if (ch.more === false && count > 0 && this._overflows()) $.older.append("Beginning of the conversation");
     $.older.hidden = !$.older.firstChild;
+  }
+
+  /** Does the conversation need scrolling? (Only then is "beginning" worth saying.) */
+  _overflows() {
+    const sc = this._el.scroller;
+    return sc.scrollHeight > sc.clientHeight + 8;
   }
 
   _onScroll() {
