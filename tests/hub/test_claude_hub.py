@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from hub.llm.anthropic import AnthropicLLM
@@ -50,7 +52,7 @@ async def test_room_reply_reaches_every_member_exactly_with_attribution(
     system_text = " ".join(block["text"] for block in body["system"])
     assert "room" in system_text.lower()
     roles = [m["role"] for m in body["messages"]]
-    assert roles[0] == "user" and all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    assert roles[0] == "user" and all(a != b for a, b in itertools.pairwise(roles))
     sent = str(body["messages"])
     assert "[Bob]: morning all" in sent and "[Ann]: @assistant greet us" in sent
     await ann.send(type="history", channel="room:lab", ref="h")
