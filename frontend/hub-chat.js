@@ -299,8 +299,10 @@ export class HubChat extends HTMLElement {
       case "history": {
         const req = (f.ref && this._historyRefs.get(f.ref)) || { channel: f.channel, older: false };
         if (f.ref) this._historyRefs.delete(f.ref);
+        const channel = f.channel ?? req.channel;
+        if (!this._isMine(channel)) return; // a room left meanwhile
         this._pendingPrepend = req.older;
-        this.store.mergeHistory(f.channel ?? req.channel, f.messages, f.more, { older: req.older });
+        this.store.mergeHistory(channel, f.messages, f.more, { older: req.older });
         return;
       }
       case "joined":
@@ -315,6 +317,12 @@ export class HubChat extends HTMLElement {
       default:
         return; // frames from a newer server: ignored
     }
+  }
+
+  /** The user's dm or one of the user's rooms. */
+  _isMine(channel) {
+    const { kind, name } = splitChannel(channel ?? "");
+    return kind === "room" ? this.rooms.includes(name) : channel === `dm:${this.user?.id}`;
   }
 
   _onWelcome(f) {
