@@ -174,6 +174,10 @@ class Hub:
                                 self.runner.finish_orphan(channel, state.reply, state.deltas),
                                 "orphan",
                             )
+                        else:
+                            # Watch it from here as well: if its worker died, no delta will
+                            # ever reach this worker, and upkeep only checks replies it saw.
+                            self._reply_seen.setdefault(state.reply, (channel, time.monotonic()))
                 ok = replay is not None and len(frames) <= self.settings.outbound_queue // 2
                 resumed[channel] = ok
                 self.metrics.resumes.labels("ok" if ok else "reload").inc()
@@ -529,7 +533,11 @@ class Hub:
                 continue
             self._reply_seen.pop(reply, None)
             for state in await self.broker.inflight(channel):
-                if state.reply == reply and not state.alive:
+                if state.reply != reply:
+                    continue
+                if state.alive:  # quiet but leased: look again, its worker may still die
+                    self._reply_seen.setdefault(reply, (channel, now))
+                else:
                     await self.runner.finish_orphan(channel, reply, state.deltas)
 
 
