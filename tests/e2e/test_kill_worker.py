@@ -1,0 +1,176 @@
+"""kill -9 of a worker mid-reply, with a real nginx in front: its clients reconnect through
+nginx to the other workers and resume; nothing is lost and nothing comes twice. When the
+killed worker was generating the reply, another worker closes it as "interrupted".
+
+Each test kills a worker, so each has a cluster of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deploy.cluster import Cluster
+from tests.e2e.conftest import ClusterFactory
+from tests.e2e.support import (
+    WORKERS,
+    E2EClient,
+    assert_everyone_got_everything,
+    chatter,
+    check_deltas_per_connection,
+    close_all,
+    connect_on,
+    count_members,
+    echo_of,
+    history_all,
+    join_all,
+    max_seq,
+    reply_of,
+    report,
+    send_reliably,
+    settle,
+    wait_all_received,
+    wait_until,
+    words,
+)
+
+pytestmark = pytest.mark.slow
+
+LEASE = 2.0  # HUB_REPLY_LEASE of the e2e settings
+
+
+async def six_members(cluster: Cluster, prefix: str) -> list[E2EClient]:
+    """Two members on each worker, placed through nginx: members[0] and [3] on hub1."""
+    return [await connect_on(cluster, f"{prefix}{i}", WORKERS[i % 3]) for i in range(6)]
+
+
+def check_moved_off(client: E2EClient, dead: str) -> None:
+    """The client lost its worker, came back through nginx elsewhere and resumed everything."""
+    assert client.workers[0] == dead
+    assert len(client.workers) >= 2 and dead not in client.workers[1:], client.workers
+    for welcome in client.welcomes()[1:]:
+        assert welcome["resumed"] and all(welcome["resumed"].values()), welcome["resumed"]
+
+
+async def test_kill9_of_a_worker_while_another_generates_the_reply(
+    fresh_cluster: ClusterFactory,
+) -> None:
+    cluster = fresh_cluster()
+    members = await six_members(cluster, "ka")
+    room, channel = "k9", "room:k9"
+    try:
+        await join_all(members, room)
+        text = "@assistant " + words(200, "k")  # about 4 s of streaming, generated on hub2
+        asked = await send_reliably(members[1], text, channel, "ask")
+        talk = [asyncio.create_task(chatter(m, channel, 8, 0.25, m.user_id)) for m in members]
+        await wait_until(
+            lambda: (
+                max_seq(members[0], channel=channel) >= 5
+                and all(len(m.ids(channel)) >= 3 for m in members)
+            ),
+            "the reply and the chatter under way on hub1",
+        )
+        assert await asyncio.to_thread(cluster.kill_worker, 0) == -9
+        said = [ids for task in talk for ids in await task]
+        reply = reply_of(members[1], channel)
+        await wait_until(
+            lambda: all(m.dones(reply) for m in members), "the reply's done on every member"
+        )
+        stored = await history_all(members[1], channel)
+        await wait_all_received(members, channel, stored)
+        await settle(members)
+        counts = count_members(
+            "kill9-mid-reply", members, channel, stored, sent=len(said) + 2, killed="hub1"
+        )
+        report(counts)
+        assert asked in {m["id"] for m in stored}
+        assert len(stored) == len(said) + 2  # the chatter, the question, the reply
+        assert_everyone_got_everything(members, channel, stored)
+        for member in members:
+            (done,) = member.dones(reply)
+            assert done["stop_reason"] == "end"
+            assert done["text"] == echo_of(text)
+            check_deltas_per_connection(member, reply)
+        for moved in (members[0], members[3]):
+            check_moved_off(moved, "hub1")
+        for stayed in members[1:3] + members[4:]:
+            assert stayed.reconnects == 0
+    finally:
+        await close_all(members)
+
+
+async def test_kill9_of_the_worker_generating_the_reply_closes_it_as_interrupted(
+    fresh_cluster: ClusterFactory,
+) -> None:
+    cluster = fresh_cluster()
+    members = await six_members(cluster, "kg")
+    # A user alone in a dm, on the killed worker: no other worker watches that reply.
+    solo = await connect_on(cluster, "kg-solo", "hub1")
+    room, channel, dm = "kg", "room:kg", "dm:kg-solo"
+    everyone = [*members, solo]
+    try:
+        await join_all(members, room)
+        text = "@assistant " + words(300, "g")  # about 6 s: cut off by the kill
+        await send_reliably(members[0], text, channel, "ask")  # generated on hub1
+        dm_text = words(300, "d")
+        await send_reliably(solo, dm_text, None, "solo-ask")  # generated on hub1 too
+        talk = [asyncio.create_task(chatter(m, channel, 6, 0.25, m.user_id)) for m in members]
+        await wait_until(
+            lambda: max_seq(members[1], channel=channel) >= 5 and max_seq(solo, channel=dm) >= 5,
+            "both replies streaming",
+        )
+        reply, dm_reply = reply_of(members[1], channel), reply_of(solo, dm)
+        assert await asyncio.to_thread(cluster.kill_worker, 0) == -9
+        # Closed by another worker once the lease lapsed: wait a few leases at most.
+        await wait_until(
+            lambda: all(m.dones(reply) for m in members),
+            "the room reply closed on every member",
+            timeout=5 * LEASE,
+        )
+        await wait_until(
+            lambda: bool(solo.dones(dm_reply)),
+            "the dm reply closed for its only user",
+            timeout=5 * LEASE,
+        )
+        said = [ids for task in talk for ids in await task]
+        stored = await history_all(members[1], channel)
+        await wait_all_received(members, channel, stored)
+        await settle(everyone)
+        report(
+            count_members(
+                "kill9-generating-worker",
+                members,
+                channel,
+                stored,
+                sent=len(said) + 2,
+                killed="hub1",
+            )
+        )
+        assert len(stored) == len(said) + 2
+        assert_everyone_got_everything(members, channel, stored)
+        (entry,) = [m for m in stored if m.get("reply") == reply]
+        assert entry["stop_reason"] == "interrupted"
+        assert entry["text"] and echo_of(text).startswith(entry["text"])
+        assert entry["text"] != echo_of(text)
+        for member in members:
+            (done,) = member.dones(reply)
+            assert (done["id"], done["text"], done["stop_reason"]) == (
+                entry["id"],
+                entry["text"],
+                "interrupted",
+            )
+            check_deltas_per_connection(member, reply)
+        for stayed in members[1:3] + members[4:]:  # saw every delta live: they add up
+            assert "".join(d["text"] for d in stayed.deltas(reply)) == entry["text"]
+        for moved in (members[0], members[3], solo):
+            check_moved_off(moved, "hub1")
+
+        (dm_done,) = solo.dones(dm_reply)
+        dm_entries = [m for m in await history_all(solo, dm) if m.get("reply") == dm_reply]
+        assert [(m["id"], m["text"]) for m in dm_entries] == [(dm_done["id"], dm_done["text"])]
+        assert dm_done["stop_reason"] == "interrupted"
+        assert dm_done["text"] and echo_of(dm_text).startswith(dm_done["text"])
+        check_deltas_per_connection(solo, dm_reply)
+    finally:
+        await close_all(everyone)
