@@ -21,6 +21,7 @@ class _Client:
     latencies: list[float] = field(default_factory=list)
     received: int = 0
     workers: set[str] = field(default_factory=set)
+    close_code: int | None = None
 
 
 async def _login(session: aiohttp.ClientSession, url: str, name: str) -> str:
@@ -49,6 +50,7 @@ async def _listen(client: _Client, expected: int, channel: str) -> None:
     while client.received < expected:
         msg = await client.ws.receive(timeout=RECEIVE_TIMEOUT)
         if msg.type is not aiohttp.WSMsgType.TEXT:
+            client.close_code = client.ws.close_code
             break
         frame = json.loads(msg.data)
         if frame.get("type") == "message" and frame.get("channel") == channel:
@@ -57,15 +59,28 @@ async def _listen(client: _Client, expected: int, channel: str) -> None:
             client.received += 1
 
 
-async def run_bench(url: str, users: int, messages: int, room: str) -> int:
+async def _rss(session: aiohttp.ClientSession, url: str) -> float | None:
+    """Resident memory of the worker that answers /metrics (one worker: the whole hub)."""
+    async with session.get(f"{url}/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith("process_resident_memory_bytes "):
+                return float(line.split()[1])
+    return None
+
+
+async def run_bench(url: str, users: int, messages: int, room: str, interval: float = 1.0) -> int:
     """Connect ``users`` to ``room``; each sends ``messages``; every member must get every one."""
     url = url.rstrip("/")
     channel = f"room:{room}"
     clients = [_Client(f"bench{i}") for i in range(users)]
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(limit=0)  # one socket per simulated user, no pool cap
+    async with aiohttp.ClientSession(connector=connector) as session:
         for client in clients:
             client.token = await _login(session, url, client.name)
-        await asyncio.gather(*(_connect(session, url, c, room) for c in clients))
+        rss_before = await _rss(session, url)
+        for i in range(0, users, 50):  # connect in waves so the hub's accept queue keeps up
+            await asyncio.gather(*(_connect(session, url, c, room) for c in clients[i : i + 50]))
+        rss_after = await _rss(session, url)
         expected = users * messages
         listeners = [asyncio.create_task(_listen(c, expected, channel)) for c in clients]
         start = time.perf_counter()
@@ -73,11 +88,13 @@ async def run_bench(url: str, users: int, messages: int, room: str) -> int:
         async def talk(client: _Client) -> None:
             assert client.ws is not None
             for i in range(messages):
+                if client.ws.closed:
+                    return
                 stamp = time.perf_counter()
                 await client.ws.send_json(
                     {"type": "send", "channel": channel, "text": f"{stamp} {i}", "ref": f"b{i}"}
                 )
-                await asyncio.sleep(1.0)  # stays within the default rate limit of 1/s
+                await asyncio.sleep(interval)
 
         await asyncio.gather(*(talk(c) for c in clients))
         _done, pending = await asyncio.wait(listeners, timeout=RECEIVE_TIMEOUT)
@@ -91,6 +108,12 @@ async def run_bench(url: str, users: int, messages: int, room: str) -> int:
     received = sum(c.received for c in clients)
     print(f"users {users}, messages sent {expected}, deliveries {received}/{expected * users}")
     print(f"workers seen: {sorted(set().union(*(c.workers for c in clients)))}")
+    closed = [c.close_code for c in clients if c.close_code is not None]
+    if closed:
+        print(
+            f"connections closed by the hub: {len(closed)} (codes {sorted(set(closed))}; "
+            "4008 means this load tool read too slowly)"
+        )
     if lat:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         print(
@@ -98,4 +121,10 @@ async def run_bench(url: str, users: int, messages: int, room: str) -> int:
             f"p99 {p99 * 1000:.1f}, max {lat[-1] * 1000:.1f}"
         )
     print(f"deliveries per second: {received / elapsed:.0f} over {elapsed:.1f} s")
-    return 0 if received == expected * users and not pending else 1
+    if rss_before is not None and rss_after is not None:
+        per_conn = (rss_after - rss_before) / users / 1024
+        print(
+            f"worker memory: {rss_before / 2**20:.1f} MiB idle, {rss_after / 2**20:.1f} MiB with "
+            f"{users} connections ({per_conn:.1f} KiB per connection, one worker's view)"
+        )
+    return 0 if received == expected * users and not pending and not closed else 1

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--users", type=int, default=50)
     bench.add_argument("--messages", type=int, default=20, help="messages per user")
     bench.add_argument("--room", default="bench")
+    bench.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between one user's sends (HUB_RATE!)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from hub.bench import run_bench
 
-    return asyncio.run(run_bench(args.url, args.users, args.messages, args.room))
+    return asyncio.run(run_bench(args.url, args.users, args.messages, args.room, args.interval))
 
 
 async def _serve(settings: Settings) -> int:
