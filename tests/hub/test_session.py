@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import HubUnderTest
+from tests.conftest import HubFactory, HubUnderTest
 
 
 async def test_welcome_lists_user_worker_channels_and_limits(hub: HubUnderTest) -> None:
@@ -87,3 +87,16 @@ async def test_retried_send_with_same_ref_is_stored_and_answered_once(hub: HubUn
     await client.send(type="history", channel="dm:alice", ref="h")
     history = await client.expect("history", ref="h")
     assert [m["text"] for m in history["messages"]].count("only once") == 1
+
+
+async def test_tokens_are_coalesced_into_fewer_deltas_first_piece_at_once(
+    start_hub: HubFactory,
+) -> None:
+    hub = await start_hub(echo_delay=0.001, delta_interval=0.1)
+    client = await hub.connect("alice")
+    words = " ".join(f"w{i}" for i in range(300))
+    await client.send(type="send", text=words, ref="many")
+    deltas, done = await client.reply(timeout=30)
+    assert deltas[0]["text"] == "Echo: "  # the first piece goes out alone, at once
+    assert len(deltas) < 301 / 3  # pieces arrive every ~1 ms, deltas at most every 100 ms
+    assert "".join(d["text"] for d in deltas) == done["text"] == f"Echo: {words}"
