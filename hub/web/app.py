@@ -13,6 +13,7 @@ from hub.llm import LLM, create_llm
 from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.web import api, sse
+from hub.web.cors import add_cors_headers, cors_preflight
 from hub.web.errors import error_middleware
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.static import FRONTEND, static_handler
@@ -35,7 +36,9 @@ def create_app(
         llm if llm is not None else create_llm(settings),
         metrics,
     )
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_frame * 4)
+    app = web.Application(
+        middlewares=[cors_preflight, error_middleware], client_max_size=settings.max_frame * 4
+    )
     app[SETTINGS] = settings
     app[HUB] = hub
     app[METRICS] = metrics
@@ -50,6 +53,7 @@ def create_app(
 
     app.cleanup_ctx.append(hub_life)
     app.on_shutdown.append(drain)
+    app.on_response_prepare.append(add_cors_headers)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", api.metrics)

@@ -188,3 +188,40 @@ async def test_web_client_is_served_at_root_and_nothing_outside_frontend(hub: Hu
     assert resp.status == 404
     resp = await hub.session.get(f"{hub.url}/does-not-exist.js")
     assert resp.status == 404
+
+
+async def test_cors_lets_allowed_sites_embed_the_client_and_call_the_api(
+    start_hub: HubFactory,
+) -> None:
+    hub = await start_hub(allowed_origins="https://shop.example")
+    site = {"Origin": "https://shop.example"}
+    script = await hub.session.get(
+        f"{hub.url}/hub-chat.js", headers={"Origin": "https://any.example"}
+    )
+    assert script.status == 200
+    assert script.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = await hub.session.options(
+        f"{hub.url}/api/login",
+        headers={
+            **site,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    login = await hub.session.post(f"{hub.url}/api/login", json={"name": "Ann"}, headers=site)
+    assert login.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    token = (await login.json())["token"]
+    async with hub.session.get(
+        f"{hub.url}/api/events", headers={**site, "Authorization": f"Bearer {token}"}
+    ) as events:
+        assert events.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    evil = {"Origin": "https://evil.example"}
+    refused = await hub.session.options(
+        f"{hub.url}/api/login", headers={**evil, "Access-Control-Request-Method": "POST"}
+    )
+    assert refused.status == 403
+    login = await hub.session.post(f"{hub.url}/api/login", json={"name": "Eve"}, headers=evil)
+    assert "Access-Control-Allow-Origin" not in login.headers
