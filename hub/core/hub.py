@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from hub.broker.base import AppendResult, Broker, BrokerError
+from hub.broker.base import AppendResult, Broker, BrokerError, Replay
 from hub.core.assistant import AssistantRunner, ReplyListener
 from hub.core.connection import Connection
 from hub.core.registry import Registry
@@ -226,6 +226,10 @@ class Hub:
             self._subscribing[channel] = task
             try:
                 await task
+                if channel not in self._last_ids:
+                    # The point to replay from if the broker blinks before this channel speaks.
+                    latest, _more = await self.broker.history(channel, None, 1)
+                    self._last_ids[channel] = latest[-1].id if latest else "0-0"
             finally:
                 self._subscribing.pop(channel, None)
             self.metrics.subscriptions.inc()
@@ -414,24 +418,34 @@ class Hub:
         if topic.startswith("user:"):
             self._spawn(self._on_user_event(topic[5:], payload), "user-event")
             return
-        self._track(topic, payload)
+        if not self._track(topic, payload):
+            return
         conns = self.registry.in_channel(topic)
         for conn in conns:
             conn.deliver(topic, payload)
         self.metrics.frames_out.inc(len(self.registry.by_channel.get(topic, ())))
 
-    def _track(self, channel: str, payload: str) -> None:
-        """Remember the newest id per channel and live replies, reading only the frame's head."""
+    def _track(self, channel: str, payload: str) -> bool:
+        """Remember the newest id per channel and live replies, reading only the frame's head.
+
+        Stored frames reach a worker in id order, so one whose id is not newer than the last
+        seen was already delivered (by the replay after a broker blink): False drops it.
+        """
         head = payload[:64]
         if head.startswith(('{"type":"message","id":"', '{"type":"done","id":"')):
             start = head.index('"id":"') + 6
-            self._last_ids[channel] = head[start : head.index('"', start)]
+            message_id = head[start : head.index('"', start)]
+            last = self._last_ids.get(channel)
+            if last is not None and parse_id(message_id) <= parse_id(last):
+                return False
+            self._last_ids[channel] = message_id
         if head.startswith('{"type":"delta"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen[reply] = (channel, time.monotonic())
         elif head.startswith('{"type":"done"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen.pop(reply, None)
+        return True
 
     def _on_command(self, payload: str) -> None:
         with contextlib.suppress(ValueError, AttributeError):
@@ -470,7 +484,13 @@ class Hub:
         """After a broker blink, give local connections what was stored while frames were lost."""
         for channel, last in list(self._last_ids.items()):
             try:
-                replay = await self.broker.replay(channel, last)
+                if last == "0-0":  # the log was empty when this worker subscribed
+                    entries, _more = await self.broker.history(
+                        channel, None, self.settings.outbound_queue // 2
+                    )
+                    replay: Replay | None = Replay(entries, [])
+                else:
+                    replay = await self.broker.replay(channel, last)
             except BrokerError:
                 return
             conns = list(self.registry.in_channel(channel))
@@ -480,7 +500,8 @@ class Hub:
                 continue
             for entry in replay.entries:
                 frame = frame_from_entry("message", entry.id, entry.body)
-                self._last_ids[channel] = entry.id
+                if not self._track(channel, frame):
+                    continue
                 for conn in conns:
                     conn.deliver(channel, frame)
 
