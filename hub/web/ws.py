@@ -15,6 +15,7 @@ from hub.core.connection import Connection
 from hub.core.hub import UNAVAILABLE, Hub
 from hub.protocol import (
     CLOSE_ABUSE,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     Error,
     FrameError,
@@ -116,8 +117,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         try:
             await hub.open_session(conn, hello.resume)
         except BrokerError as exc:
+            # No welcome can follow on this connection: close it, so the client reconnects
+            # (with backoff) instead of waiting for ever on a session that never opened.
             log.warning("session of %s not opened: %s", user.id, exc)
             hub.send_error(conn, "unavailable", UNAVAILABLE, hello.ref, 1.0)
+            conn.close(CLOSE_TRY_AGAIN, "message store unreachable; reconnect later")
+            return ws
         await _read_loop(ws, conn, hub)
     finally:
         metrics.connections.labels("ws").dec()
