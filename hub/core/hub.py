@@ -96,6 +96,7 @@ class Hub:
         self._locks: dict[int, asyncio.Lock] = {}
         self._last_ids: dict[str, str] = {}
         self._reply_seen: dict[str, tuple[str, float]] = {}
+        self._reply_lapsed: dict[str, float] = {}
         self._online: dict[str, frozenset[str]] = {}
         self._handlers: dict[type[Any], Callable[[Connection, Any], Awaitable[None]]] = {
             Join: self._on_join,
@@ -169,15 +170,12 @@ class Hub:
                 if replay is not None:
                     frames, cursors[channel] = replay_frames(channel, after, replay)
                     for state in replay.replies:
-                        if not state.alive:
-                            self._spawn(
-                                self.runner.finish_orphan(channel, state.reply, state.deltas),
-                                "orphan",
-                            )
-                        else:
-                            # Watch it from here as well: if its worker died, no delta will
-                            # ever reach this worker, and upkeep only checks replies it saw.
-                            self._reply_seen.setdefault(state.reply, (channel, time.monotonic()))
+                        # Watched by upkeep from here as well: if its worker died, no delta
+                        # will ever reach this worker. A lapsed lease is looked at next round.
+                        lapsed = 0.0 if state.alive else self.settings.reply_lease
+                        self._reply_seen.setdefault(
+                            state.reply, (channel, time.monotonic() - lapsed)
+                        )
                 ok = replay is not None and len(frames) <= self.settings.outbound_queue // 2
                 resumed[channel] = ok
                 self.metrics.resumes.labels("ok" if ok else "reload").inc()
@@ -442,9 +440,11 @@ class Hub:
         if head.startswith('{"type":"delta"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen[reply] = (channel, time.monotonic())
+            self._reply_lapsed.pop(reply, None)
         elif head.startswith('{"type":"done"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen.pop(reply, None)
+            self._reply_lapsed.pop(reply, None)
         return True
 
     def _on_command(self, payload: str) -> None:
@@ -549,17 +549,23 @@ class Hub:
                 for conn in self.registry.in_channel(channel):
                     conn.deliver(channel, frame)
         now = time.monotonic()
+        lease = self.settings.reply_lease
         for reply, (channel, seen) in list(self._reply_seen.items()):
-            if now - seen < self.settings.reply_lease:
+            if now - seen < lease:
                 continue
-            self._reply_seen.pop(reply, None)
-            for state in await self.broker.inflight(channel):
-                if state.reply != reply:
-                    continue
-                if state.alive:  # quiet but leased: look again, its worker may still die
-                    self._reply_seen.setdefault(reply, (channel, now))
-                else:
-                    await self.runner.finish_orphan(channel, reply, state.deltas)
+            states = [s for s in await self.broker.inflight(channel) if s.reply == reply]
+            if not states:  # finished
+                self._reply_seen.pop(reply, None)
+                self._reply_lapsed.pop(reply, None)
+            elif states[0].alive:  # quiet but leased: look again, its worker may still die
+                self._reply_seen[reply] = (channel, now)
+                self._reply_lapsed.pop(reply, None)
+            elif now - self._reply_lapsed.setdefault(reply, now) >= lease:
+                # Lapsed for a whole lease: its worker is gone. A lapse seen once may be Redis
+                # back from an outage (leases ran out meanwhile) before the worker renewed.
+                self._reply_seen.pop(reply, None)
+                self._reply_lapsed.pop(reply, None)
+                await self.runner.finish_orphan(channel, reply, states[0].deltas)
 
 
 def _now_ms() -> int:
