@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,11 @@ def _new_cluster(**options: Any) -> Cluster:
     require_binary("nginx")
     require_binary("redis-server")
     env = {**E2E_ENV, **options.pop("env", {})}
-    return Cluster(3, env=env, start_timeout=30, **options)
+    keep = bool(os.environ.get("E2E_KEEP_RUN_DIR"))  # keep logs for a post-mortem
+    cluster = Cluster(3, env=env, start_timeout=30, keep_run_dir=keep, **options)
+    if keep:
+        print(f"cluster run dir (kept): {cluster.run_dir}")
+    return cluster
 
 
 @pytest.fixture(scope="module")

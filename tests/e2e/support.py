@@ -126,6 +126,13 @@ class E2EClient(HubClient):
     def dones(self, reply: str) -> list[dict[str, Any]]:
         return [f for f in self.raw if f.get("type") == "done" and f.get("reply") == reply]
 
+    def finals(self, reply: str) -> list[dict[str, Any]]:
+        """The reply's end as it reached this client: live as ``done``, or as the stored
+        ``message`` when it was stored while this client (or its worker) was cut off."""
+        return [
+            f for f in self.raw if f.get("type") in ("done", "message") and f.get("reply") == reply
+        ]
+
     def deltas(self, reply: str) -> list[dict[str, Any]]:
         return [f for f in self.raw if f.get("type") == "delta" and f.get("reply") == reply]
 
