@@ -156,6 +156,24 @@ def all_got_text(clients: list[E2EClient], channel: str, text: str) -> Callable[
     return check
 
 
+def replies_seen(client: E2EClient, channel: str) -> list[str]:
+    """Ids of the replies the client saw streaming in ``channel``, in the order they began."""
+    seen: dict[str, None] = {}
+    for frame in client.raw:
+        if frame.get("type") == "delta" and frame.get("channel") == channel:
+            seen.setdefault(str(frame["reply"]), None)
+    return list(seen)
+
+
+def replies_streaming(client: E2EClient, channel: str, count: int) -> Callable[[], bool]:
+    """A check for ``wait_until``: the client saw ``count`` replies of ``channel`` stream."""
+
+    def check() -> bool:
+        return len(replies_seen(client, channel)) >= count
+
+    return check
+
+
 async def connect_on(
     cluster: Cluster, user_id: str, worker: str, label: str | None = None, attempts: int = 15
 ) -> E2EClient:
@@ -221,9 +239,10 @@ def sorted_ids(ids: Iterable[str]) -> list[str]:
     return sorted(ids, key=parse_id)
 
 
-def check_deltas_per_connection(client: E2EClient, reply: str) -> None:
+def check_deltas_per_connection(client: E2EClient, reply: str, *, cut: bool = False) -> None:
     """In every connection, the reply's deltas are seq 0, 1, 2 … once each, in order, and
-    where the connection saw the ``done`` they add up to its text."""
+    where the connection saw the ``done`` they add up to its text (with ``cut``, a reply
+    cancelled on its worker, to the start of it: the last piece may reach only the done)."""
     for index, frames in enumerate(client.connections()):
         deltas = [f for f in frames if f.get("type") == "delta" and f.get("reply") == reply]
         seqs = [int(d["seq"]) for d in deltas]
@@ -233,7 +252,8 @@ def check_deltas_per_connection(client: E2EClient, reply: str) -> None:
         dones = [f for f in frames if f.get("type") == "done" and f.get("reply") == reply]
         assert len(dones) <= 1, f"{client.label} connection {index}: {len(dones)} dones"
         if dones and deltas:
-            assert "".join(d["text"] for d in deltas) == dones[0]["text"], (
+            streamed, final = "".join(d["text"] for d in deltas), dones[0]["text"]
+            assert final.startswith(streamed) if cut else streamed == final, (
                 f"{client.label} connection {index}: deltas do not add up to the done"
             )
 

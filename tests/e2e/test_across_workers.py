@@ -23,6 +23,7 @@ from tests.e2e.support import (
     echo_of,
     history_all,
     join_all,
+    replies_streaming,
     send_reliably,
     settle,
     token,
@@ -87,6 +88,9 @@ async def test_room_messages_and_replies_reach_every_member_on_every_worker_once
             text = f"@assistant {words(15, f'q{i}w')}"
             asks[await send_reliably(member, text, channel, f"ask-{i}")] = echo_of(text)
             sent += 2
+            # The echo answers the latest message when the reply starts: ask again once it
+            # streams, so the three replies overlap but each answers its own question.
+            await wait_until(replies_streaming(members[0], channel, i + 1), f"reply {i} streaming")
         await wait_until(
             lambda: all(
                 sum(f["type"] == "done" for f in m.stored_frames(channel)) == 3 for m in members

@@ -63,19 +63,26 @@ async def test_kill9_of_a_worker_while_another_generates_the_reply(
         await join_all(members, room)
         text = "@assistant " + words(200, "k")  # about 4 s of streaming, generated on hub2
         asked = await send_reliably(members[1], text, channel, "ask")
+        # The echo answers the latest message when the reply starts: talk once it streams.
+        await wait_until(lambda: max_seq(members[0], channel=channel) >= 0, "the reply streaming")
         talk = [asyncio.create_task(chatter(m, channel, 8, 0.25, m.user_id)) for m in members]
         await wait_until(
             lambda: (
                 max_seq(members[0], channel=channel) >= 5
                 and all(len(m.ids(channel)) >= 3 for m in members)
             ),
-            "the reply and the chatter under way on hub1",
+            lambda: (
+                "the reply and the chatter under way on hub1: "
+                + str(
+                    [(m.label, max_seq(m, channel=channel), len(m.ids(channel))) for m in members]
+                )
+            ),
         )
         assert await asyncio.to_thread(cluster.kill_worker, 0) == -9
         said = [ids for task in talk for ids in await task]
         reply = reply_of(members[1], channel)
         await wait_until(
-            lambda: all(m.dones(reply) for m in members), "the reply's done on every member"
+            lambda: all(m.finals(reply) for m in members), "the reply's end on every member"
         )
         stored = await history_all(members[1], channel)
         await wait_all_received(members, channel, stored)
@@ -88,14 +95,15 @@ async def test_kill9_of_a_worker_while_another_generates_the_reply(
         assert len(stored) == len(said) + 2  # the chatter, the question, the reply
         assert_everyone_got_everything(members, channel, stored)
         for member in members:
-            (done,) = member.dones(reply)
-            assert done["stop_reason"] == "end"
-            assert done["text"] == echo_of(text)
+            (final,) = member.finals(reply)  # a done, or the stored message after a resume
+            assert final["stop_reason"] == "end"
+            assert final["text"] == echo_of(text)
             check_deltas_per_connection(member, reply)
         for moved in (members[0], members[3]):
             check_moved_off(moved, "hub1")
         for stayed in members[1:3] + members[4:]:
             assert stayed.reconnects == 0
+            assert [f["type"] for f in stayed.finals(reply)] == ["done"]
     finally:
         await close_all(members)
 
@@ -115,24 +123,36 @@ async def test_kill9_of_the_worker_generating_the_reply_closes_it_as_interrupted
         await send_reliably(members[0], text, channel, "ask")  # generated on hub1
         dm_text = words(300, "d")
         await send_reliably(solo, dm_text, None, "solo-ask")  # generated on hub1 too
+        await wait_until(
+            lambda: max_seq(members[1], channel=channel) >= 0 and max_seq(solo, channel=dm) >= 0,
+            "both replies streaming",
+        )
+        # The echo answers the latest message when the reply starts: talk once it streams.
         talk = [asyncio.create_task(chatter(m, channel, 6, 0.25, m.user_id)) for m in members]
         await wait_until(
-            lambda: max_seq(members[1], channel=channel) >= 5 and max_seq(solo, channel=dm) >= 5,
-            "both replies streaming",
+            lambda: (
+                max_seq(members[1], channel=channel) >= 5
+                and max_seq(solo, channel=dm) >= 5
+                and all(len(m.ids(channel)) >= 3 for m in members)
+            ),
+            "both replies and the chatter under way",
         )
         reply, dm_reply = reply_of(members[1], channel), reply_of(solo, dm)
         assert await asyncio.to_thread(cluster.kill_worker, 0) == -9
-        # Closed by another worker once the lease lapsed: wait a few leases at most.
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        # Closed by another worker once the lease stayed lapsed: wait a few leases at most.
         await wait_until(
-            lambda: all(m.dones(reply) for m in members),
+            lambda: all(m.finals(reply) for m in members),
             "the room reply closed on every member",
             timeout=5 * LEASE,
         )
         await wait_until(
-            lambda: bool(solo.dones(dm_reply)),
+            lambda: bool(solo.finals(dm_reply)),
             "the dm reply closed for its only user",
             timeout=5 * LEASE,
         )
+        closed_after = round(loop.time() - killed_at, 1)  # reported, not asserted
         said = [ids for task in talk for ids in await task]
         stored = await history_all(members[1], channel)
         await wait_all_received(members, channel, stored)
@@ -145,6 +165,8 @@ async def test_kill9_of_the_worker_generating_the_reply_closes_it_as_interrupted
                 stored,
                 sent=len(said) + 2,
                 killed="hub1",
+                replies_closed_after_s=closed_after,
+                reply_lease_s=LEASE,
             )
         )
         assert len(stored) == len(said) + 2
@@ -154,7 +176,7 @@ async def test_kill9_of_the_worker_generating_the_reply_closes_it_as_interrupted
         assert entry["text"] and echo_of(text).startswith(entry["text"])
         assert entry["text"] != echo_of(text)
         for member in members:
-            (done,) = member.dones(reply)
+            (done,) = member.finals(reply)
             assert (done["id"], done["text"], done["stop_reason"]) == (
                 entry["id"],
                 entry["text"],
@@ -162,11 +184,12 @@ async def test_kill9_of_the_worker_generating_the_reply_closes_it_as_interrupted
             )
             check_deltas_per_connection(member, reply)
         for stayed in members[1:3] + members[4:]:  # saw every delta live: they add up
+            assert [f["type"] for f in stayed.finals(reply)] == ["done"]
             assert "".join(d["text"] for d in stayed.deltas(reply)) == entry["text"]
         for moved in (members[0], members[3], solo):
             check_moved_off(moved, "hub1")
 
-        (dm_done,) = solo.dones(dm_reply)
+        (dm_done,) = solo.finals(dm_reply)
         dm_entries = [m for m in await history_all(solo, dm) if m.get("reply") == dm_reply]
         assert [(m["id"], m["text"]) for m in dm_entries] == [(dm_done["id"], dm_done["text"])]
         assert dm_done["stop_reason"] == "interrupted"
