@@ -51,8 +51,9 @@ export const STATE_LABELS = {
 };
 
 export function initials(name) {
-  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
-  const letters = parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] ?? "?").slice(0, 2);
+  // By code point, so a name that starts with an emoji keeps it whole (no lone surrogate).
+  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean).map((p) => Array.from(p));
+  const letters = parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] ?? ["?"]).slice(0, 2).join("");
   return letters.toUpperCase();
 }
 
