@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Dialog, Locator, Page, expect
+from playwright.sync_api import ConsoleMessage, Dialog, Locator, Page, ViewportSize, expect
 
 from deploy.cluster import REPO_ROOT
 
@@ -43,7 +43,7 @@ SCREENSHOTS = REPO_ROOT / "test-output" / "browser"
 WAIT_MS = 20_000
 """Default bound of a wait for a condition, in ms (generous: two cores run the whole suite)."""
 
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 SERVER_LOGS: list[Path] = []
 """Logs of the servers started for this run; a failed test prints their ends."""
@@ -134,6 +134,7 @@ class HubProcess:
     process: subprocess.Popen[str]
     url: str
     log_path: Path
+    reader: threading.Thread
 
     @classmethod
     def start(cls, env: Mapping[str, str], log_path: Path, timeout: float = 30.0) -> HubProcess:
@@ -152,7 +153,14 @@ class HubProcess:
         lines: queue.Queue[str] = queue.Queue()
         assert proc.stdout is not None
         stdout = proc.stdout
-        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+
+        def read_stdout() -> None:
+            # The first line names the URL; the rest is read too, so the pipe never fills.
+            for line in stdout:
+                lines.put(line)
+
+        reader = threading.Thread(target=read_stdout, daemon=True)
+        reader.start()
         try:
             first = lines.get(timeout=timeout)
         except queue.Empty:
@@ -164,7 +172,7 @@ class HubProcess:
             raise RuntimeError(
                 f"hub did not start (first line {first!r}); log:\n{log_path.read_text()[-3000:]}"
             )
-        return cls(proc, match.group(1), log_path)
+        return cls(proc, match.group(1), log_path, reader)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -174,7 +182,8 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        if self.process.stdout is not None:
+        self.reader.join(5)  # EOF once the hub has exited
+        if self.process.stdout is not None and not self.reader.is_alive():
             self.process.stdout.close()
 
 
@@ -340,7 +349,7 @@ OpenUser = Callable[..., ChatPage]
 
 def signed_in(open_user: OpenUser, url: str, name: str) -> ChatPage:
     """A new user's page at ``url``, signed in as a guest called ``name``."""
-    chat = open_user(name.split()[0].lower())
+    chat = open_user(re.sub(r"[^a-z0-9]+", "", name.lower().split("<")[0]) or "user")
     chat.goto(url)
     chat.sign_in(name)
     return chat

@@ -120,7 +120,8 @@ XSS = "<img src=x onerror=alert(1)> <script>window.__pwned=1</script>"
 
 
 def test_markup_in_messages_is_text(open_user: OpenUser, hub_url: str) -> None:
-    chat = signed_in(open_user, hub_url, "Mallory <b>")
+    name = "🦊 Mallory <b>"  # markup and an emoji (two UTF-16 units) in the name too
+    chat = signed_in(open_user, hub_url, name)
     chat.send(XSS)
 
     mine = chat.user_message(XSS)
@@ -134,7 +135,9 @@ def test_markup_in_messages_is_text(open_user: OpenUser, hub_url: str) -> None:
     # escaped html.
     expect(mine.get_by_test_id("message-content")).to_have_text(XSS)
     expect(reply.get_by_test_id("message-content")).to_have_text(echo_of(XSS))
-    expect(chat.tid("me-name")).to_have_text("Mallory <b>")
+    expect(chat.tid("me-name")).to_have_text(name)
+    expect(chat.by_role("system")).to_contain_text(f"Hi {name}!")
+    expect(chat.page.locator(".me .avatar")).to_have_text("🦊M")  # the emoji whole
 
     # No element came out of the text, nothing ran, no dialog opened.
     log = chat.tid("message-list")
