@@ -349,7 +349,8 @@ OpenUser = Callable[..., ChatPage]
 
 def signed_in(open_user: OpenUser, url: str, name: str) -> ChatPage:
     """A new user's page at ``url``, signed in as a guest called ``name``."""
-    chat = open_user(re.sub(r"[^a-z0-9]+", "", name.lower().split("<")[0]) or "user")
+    label = next(iter(re.findall(r"[a-z0-9]+", name.lower())), "user")  # "Ada Lovelace": ada
+    chat = open_user(label)
     chat.goto(url)
     chat.sign_in(name)
     return chat
