@@ -8,12 +8,14 @@ leaves plain ``def`` tests alone).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 
 from tests.browser.support import (
     LAUNCH_ARGS,
+    REPORTED,
     SERVER_LOGS,
     VIEWPORT,
     WAIT_MS,
@@ -36,6 +38,14 @@ def pytest_runtest_makereport(
     report = yield
     item.stash.setdefault(PHASES, {})[report.when] = report
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Repeat the counts of the browser tests (sent vs shown per page) at the end of the run."""
+    if REPORTED:
+        terminalreporter.section("browser tests: messages sent vs shown")
+        for line in REPORTED:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,9 @@ WAIT_MS = 20_000
 
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
+REPORTED: list[str] = []
+"""Counts the tests print (sent vs shown), repeated in the terminal summary (see conftest)."""
+
 SERVER_LOGS: list[Path] = []
 """Logs of the servers started for this run; a failed test prints their ends."""
 
@@ -100,6 +103,12 @@ def hub_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV)}
     env.update(extra)
     return env
+
+
+def report(line: str) -> None:
+    """Print a line of counts now and again in the run's summary."""
+    print(line)
+    REPORTED.append(line)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

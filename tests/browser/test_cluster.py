@@ -22,6 +22,7 @@ from tests.browser.support import (
     OpenUser,
     echo_of,
     normalized,
+    report,
     signed_in,
     words,
 )
@@ -100,7 +101,7 @@ def test_room_shared_across_workers(open_user: OpenUser, cluster: Cluster) -> No
     ada = signed_in(open_user, cluster.url, "Ada Lovelace")
     bob = signed_in(open_user, cluster.url, "Bob Kahn")
     reloads = place_apart(ada, bob)
-    print(f"ROOM: Ada on {ada.worker()}, Bob on {bob.worker()} ({reloads} reloads)")
+    report(f"ROOM: Ada on {ada.worker()}, Bob on {bob.worker()} ({reloads} reloads)")
 
     everyone = [ada, bob]
     for chat in everyone:
@@ -127,7 +128,7 @@ def test_room_shared_across_workers(open_user: OpenUser, cluster: Cluster) -> No
     ids = {chat.label: [m["id"] for m in chat.snapshot()] for chat in everyone}
     assert ids["ada"] == ids["bob"], ids
     assert len(set(ids["ada"])) == len(ids["ada"]) == 4, ids
-    print(f"ROOM: sent 3 + 1 reply; Ada shows {len(ids['ada'])}, Bob shows {len(ids['bob'])}")
+    report(f"ROOM: sent 3 + 1 reply; Ada shows {len(ids['ada'])}, Bob shows {len(ids['bob'])}")
     ada.screenshot("test_room_shared_across_workers")
     bob.screenshot("test_room_shared_across_workers-bob")
     for chat in everyone:
@@ -140,7 +141,7 @@ def test_worker_killed_mid_reply(open_user: OpenUser, cluster: Cluster) -> None:
     reloads = place_apart(cleo, dan)
     victim = dan.worker()
     index = next(w.index for w in cluster.workers if w.worker_id == victim)
-    print(f"FAILOVER: Cleo on {cleo.worker()}, Dan on {victim} ({reloads} reloads; to be killed)")
+    report(f"FAILOVER: Cleo on {cleo.worker()}, Dan on {victim} ({reloads} reloads; to be killed)")
 
     everyone = [cleo, dan]
     room = "team-failover"
@@ -179,7 +180,7 @@ def test_worker_killed_mid_reply(open_user: OpenUser, cluster: Cluster) -> None:
     assert "reconnecting" in states, states
     assert states[-1] == "open" and states.index("open") > states.index("reconnecting"), states
     expect(dan.connection()).to_have_attribute("data-state", "open")
-    print(f"FAILOVER: Dan went {' -> '.join(states)}, now on {dan.worker()}")
+    report(f"FAILOVER: Dan went {' -> '.join(states)}, now on {dan.worker()}")
     dan.screenshot("test_worker_killed_mid_reply-reconnected")
 
     for chat in everyone:
@@ -202,7 +203,7 @@ def test_worker_killed_mid_reply(open_user: OpenUser, cluster: Cluster) -> None:
         replies = [m for m in snap if m["role"] == "assistant"]
         assert len(replies) == 1 and normalized(replies[0]["text"]) == echo_of(ask), replies
         ids[chat.label] = shown
-        print(
+        report(
             f"FAILOVER: {chat.label}: sent {len(sent)} messages + 1 reply, shows "
             f"{len(users)} messages + {len(replies)} reply ({len(shown)} ids, all distinct)"
         )

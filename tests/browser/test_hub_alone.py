@@ -18,6 +18,7 @@ from tests.browser.support import (
     OpenUser,
     echo_of,
     normalized,
+    report,
     signed_in,
     words,
 )
@@ -79,7 +80,7 @@ def test_private_chat_streams_reply(open_user: OpenUser, hub_url: str) -> None:
     snap = chat.snapshot()
     assert [m["role"] for m in snap] == ["system", "user", "assistant"], snap
     assert len({m["id"] for m in snap}) == 3, snap
-    print(f"PRIVATE: sent 1, shown user={chat.user_message(text).count()}, replies=1")
+    report(f"PRIVATE: sent 1, shown user={chat.user_message(text).count()}, replies=1")
     chat.screenshot("test_private_chat_streams_reply")
     chat.assert_clean()
 
@@ -104,7 +105,7 @@ def test_stop_keeps_partial_reply(open_user: OpenUser, hub_url: str) -> None:
     partial = normalized(reply.get_by_test_id("message-content").inner_text())
     assert partial.startswith("Echo: long0 long1 long2"), partial
     assert len(partial) < len(full) and full.startswith(partial), partial
-    print(f"STOP: reply stopped after {len(partial.split()) - 1} of 160 words")
+    report(f"STOP: reply stopped after {len(partial.split()) - 1} of 160 words")
     chat.screenshot("test_stop_keeps_partial_reply")
 
     # The hub stored it that way: after a reload the history shows the same partial reply.
