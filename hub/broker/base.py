@@ -23,7 +23,9 @@ FrameHandler = Callable[[str, str], None]
 """Called with (topic, payload) for every frame published to a topic this worker subscribes."""
 
 ReconnectHandler = Callable[[], Awaitable[None]]
-"""Called after the broker lost its pub/sub link and subscribed again: frames may be missing."""
+"""Called after the broker lost its pub/sub link and subscribed again: frames may be missing.
+Frames of the new link reach the FrameHandler only once it has returned, so it can catch up
+from the last frame delivered before the gap without live frames overtaking it."""
 
 
 class BrokerError(Exception):

@@ -123,6 +123,7 @@ class RedisBroker:
         self._listener: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._reconnect_due = False
+        self._held: list[tuple[str, str]] | None = None
         self._closed = False
 
     @classmethod
@@ -293,6 +294,11 @@ class RedisBroker:
                     self._where,
                     exc or type(exc).__name__,
                 )
+            # Frames of the next link wait until on_reconnect has caught up with what this
+            # gap missed: delivered before it, they would move the handler's "last seen" past
+            # the gap, and the catch-up would skip (or repeat, or reorder) what it missed.
+            if self._held is None:
+                self._held = []
             await self._drop_link()
             await asyncio.sleep(self._backoff.next())
 
@@ -360,16 +366,32 @@ class RedisBroker:
         kind = message["type"]
         if kind == "message":
             topic = self._names.topic_of(message["channel"])
-            if topic is None or self._counts.get(topic, 0) <= 0 or self._on_frame is None:
+            if topic is None:
                 return
-            try:
-                self._on_frame(topic, message["data"])
-            except Exception:
-                log.exception("on_frame failed for a frame of %s", topic)
+            if self._held is not None:
+                self._held.append((topic, message["data"]))
+                return
+            self._deliver(topic, message["data"])
         elif kind == "subscribe":
             waiter = self._confirm.pop(message["channel"], None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+    def _deliver(self, topic: str, payload: str) -> None:
+        if self._counts.get(topic, 0) <= 0 or self._on_frame is None:
+            return
+        try:
+            self._on_frame(topic, payload)
+        except Exception:
+            log.exception("on_frame failed for a frame of %s", topic)
+
+    def _release_held(self) -> None:
+        """Deliver, in arrival order, the frames kept while on_reconnect ran; keep holding if
+        the link dropped again meanwhile (another on_reconnect will come)."""
+        held = self._held or []
+        self._held = None if self._link_up.is_set() else []
+        for topic, payload in held:
+            self._deliver(topic, payload)
 
     async def _drop_link(self) -> None:
         async with self._lock:
@@ -391,12 +413,15 @@ class RedisBroker:
             )
 
     async def _run_reconnects(self) -> None:
-        while self._reconnect_due and self._on_reconnect is not None:
-            self._reconnect_due = False
-            try:
-                await self._on_reconnect()
-            except Exception:
-                log.exception("on_reconnect failed")
+        try:
+            while self._reconnect_due and self._on_reconnect is not None:
+                self._reconnect_due = False
+                try:
+                    await self._on_reconnect()
+                except Exception:
+                    log.exception("on_reconnect failed")
+        finally:
+            self._release_held()
 
     # -- commands ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
