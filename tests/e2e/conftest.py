@@ -1,4 +1,10 @@
-"""Fixtures of the end-to-end suite: one shared cluster per module, fresh ones for faults."""
+"""Fixtures of the end-to-end suite: one shared cluster per module, fresh ones for faults.
+
+Each fault test prints a ``FAULT <name>: sent=… stored=… received per member=[…]
+duplicates=…`` line (repeated in the terminal summary) and appends it as JSON to
+``test-output/fault-counts.jsonl``. Set ``E2E_KEEP_RUN_DIR=1`` to keep each cluster's run
+directory (worker, nginx and Redis logs) for a post-mortem; its path is printed.
+"""
 
 from __future__ import annotations
 
