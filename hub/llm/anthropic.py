@@ -25,11 +25,9 @@ SDK's ``async with`` block, which closes the HTTP response at once.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -44,6 +42,18 @@ from anthropic.types import (
 
 from hub.llm.base import Finish, LLMError, LLMRequest
 from hub.llm.context import Context, build_context
+from hub.llm.errors import (
+    Service,
+    broke_off_error,
+    busy_error,
+    parse_retry_after,
+    spend_limit_error,
+    stalled_error,
+    status_error,
+    stream_error,
+    timed_out_error,
+    unreachable_error,
+)
 from hub.protocol import StopReason, Usage
 
 if TYPE_CHECKING:
@@ -72,11 +82,6 @@ _STOP_REASONS: dict[str, StopReason] = {
     "model_context_window_exceeded": "max_tokens",
 }
 
-KEY_REFUSED = (
-    "The assistant is not available: the server's API key was refused. "
-    "The operator has been told; please try again later."
-)
-
 NO_CREDENTIALS = (
     "The assistant is not available: the server has no API key for it. The operator has been told."
 )
@@ -95,27 +100,6 @@ class GiveUp(Exception):
     def __init__(self, error: LLMError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(value)
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 def error_fields(body: object) -> tuple[str, str, str]:
@@ -142,31 +126,6 @@ def is_spend_limit(status: int, body: object) -> bool:
     etype, _, code = error_fields(body)
     return status in (402, 429) and (
         status == 402 or etype == "billing_error" or code in SPEND_LIMIT_CODES
-    )
-
-
-def spend_limit_error(provider: str, message: str) -> LLMError:
-    """What the user sees when the account cannot pay; the operator gets the details."""
-    log.error(
-        "%s refused the request for billing reasons (%s): raise the spend limit or fix "
-        "billing for the server's account",
-        provider,
-        message or "no message",
-    )
-    return LLMError(
-        "llm_unavailable",
-        "The assistant is not available: the server's account has reached its spend limit. "
-        "The operator has been told; please try again later.",
-    )
-
-
-def busy_error(retry_after: float | None) -> LLMError:
-    """Rate limited or overloaded after every retry allowed."""
-    later = f" in {retry_after:.0f} s" if retry_after and retry_after >= 1 else " shortly"
-    return LLMError(
-        "llm_unavailable",
-        f"The assistant is busy right now; please try again{later}.",
-        retry_after=retry_after,
     )
 
 
@@ -316,17 +275,10 @@ class AnthropicLLM:
             raise self.map_error(exc, streaming) from exc
         except httpx2.TimeoutException as exc:
             log.warning("%s: the Anthropic stream stalled: %r", request.channel, exc)
-            raise LLMError(
-                "llm_unavailable",
-                f"The assistant stopped responding (nothing for {self.read_timeout:g} s); "
-                "please try again.",
-            ) from exc
+            raise stalled_error(self.read_timeout) from exc
         except httpx2.HTTPError as exc:
             log.warning("%s: the Anthropic stream broke off: %r", request.channel, exc)
-            raise LLMError(
-                "llm_unavailable",
-                "The connection to the assistant broke off; please try again.",
-            ) from exc
+            raise broke_off_error() from exc
         if api_stop == "refusal" and not produced:
             yield DECLINED
         result = Usage(**usage)
@@ -349,57 +301,21 @@ class AnthropicLLM:
             message = exc.api_message or message
             if streaming:
                 log.warning("Anthropic stream error event: %s: %s", etype or "?", message)
-                return LLMError(
-                    "llm_error",
-                    f"The assistant's reply broke off with an error ({etype or 'api_error'}); "
-                    "please try again.",
-                )
+                return stream_error(etype or "api_error")
             retry_after = parse_retry_after(exc.response.headers)
-            status = exc.status_code
-            if is_spend_limit(status, exc.body):
+            if is_spend_limit(exc.status_code, exc.body):
                 return spend_limit_error("Anthropic", message)
-            if status == 401:
-                log.error(
-                    "Anthropic refused the API key (401 %s): set a valid ANTHROPIC_API_KEY "
-                    "for the hub; replies fail until then",
-                    message or "authentication_error",
-                )
-                return LLMError("llm_unavailable", KEY_REFUSED)
-            if status == 403:
-                log.error("Anthropic denied the request (403): %s", message)
-                return LLMError(
-                    "llm_unavailable",
-                    "The assistant is not available: the server's API key may not make this "
-                    "request. The operator has been told.",
-                )
-            if status == 404:
-                log.error(
-                    "Anthropic answered 404 (%s): is HUB_ANTHROPIC_MODEL=%r a current model?",
-                    message,
-                    self.model,
-                )
-                return LLMError(
-                    "llm_unavailable",
-                    "The assistant is not available: the configured model was not found. "
-                    "The operator has been told.",
-                )
-            if status in (408, 409, 429) or status >= 500:
-                log.warning("Anthropic unavailable after retries (%d): %s", status, message)
-                return busy_error(retry_after)
-            log.warning("Anthropic rejected the request (%d): %s", status, message)
-            return LLMError(
-                "llm_error",
-                f"The assistant could not answer this conversation: {message or etype}.",
+            service = Service(
+                "Anthropic",
+                "ANTHROPIC_API_KEY",
+                f"is HUB_ANTHROPIC_MODEL={self.model!r} a current model?",
             )
+            return status_error(service, exc.status_code, message, etype, retry_after)
         if isinstance(exc, anthropic.APITimeoutError):
-            return LLMError(
-                "llm_unavailable", "The assistant did not answer in time; please try again."
-            )
+            return timed_out_error()
         if isinstance(exc, anthropic.APIConnectionError):
             log.warning("cannot reach the Anthropic API: %s", exc.__cause__ or exc)
-            return LLMError(
-                "llm_unavailable", "The assistant cannot be reached right now; please try again."
-            )
+            return unreachable_error()
         log.error("Anthropic client failure: %s", exc)
         return LLMError(
             "llm_unavailable",

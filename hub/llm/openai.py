@@ -25,16 +25,20 @@ from typing import TYPE_CHECKING
 
 import httpx2
 
-from hub.llm.anthropic import (
-    CONNECT_TIMEOUT,
-    KEY_REFUSED,
-    MAX_RETRY_WAIT,
-    busy_error,
-    parse_retry_after,
-    spend_limit_error,
-)
+from hub.llm.anthropic import CONNECT_TIMEOUT, MAX_RETRY_WAIT
 from hub.llm.base import Finish, LLMError, LLMRequest
 from hub.llm.context import Context, build_context
+from hub.llm.errors import (
+    Service,
+    broke_off_error,
+    parse_retry_after,
+    spend_limit_error,
+    stalled_error,
+    status_error,
+    stream_error,
+    timed_out_error,
+    unreachable_error,
+)
 from hub.protocol import StopReason, Usage
 
 if TYPE_CHECKING:
@@ -214,66 +218,26 @@ class OpenAILLM:
         if isinstance(exc, openai.APITimeoutError):
             if streaming:
                 log.warning("the stream from %s stalled", self.base_url)
-                return LLMError(
-                    "llm_unavailable",
-                    f"The assistant stopped responding (nothing for {self.read_timeout:g} s); "
-                    "please try again.",
-                )
-            return LLMError(
-                "llm_unavailable", "The assistant did not answer in time; please try again."
-            )
+                return stalled_error(self.read_timeout)
+            return timed_out_error()
         if isinstance(exc, openai.APIConnectionError):
             log.warning("cannot reach the model server at %s: %s", self.base_url, exc.__cause__)
-            if streaming:
-                return LLMError(
-                    "llm_unavailable",
-                    "The connection to the assistant broke off; please try again.",
-                )
-            return LLMError(
-                "llm_unavailable", "The assistant cannot be reached right now; please try again."
-            )
+            return broke_off_error() if streaming else unreachable_error()
         if isinstance(exc, openai.APIStatusError):
             code, message = error_info(exc.body)
-            status = exc.status_code
-            retry_after = parse_retry_after(exc.response.headers)
-            if status == 429 and code in QUOTA_CODES:
+            if exc.status_code == 429 and code in QUOTA_CODES:
                 return spend_limit_error(f"The model server at {self.base_url}", message)
-            if status == 401:
-                log.error(
-                    "the model server at %s refused the API key (401 %s): set HUB_OPENAI_API_KEY",
-                    self.base_url,
-                    message,
-                )
-                return LLMError("llm_unavailable", KEY_REFUSED)
-            if status == 404:
-                log.error(
-                    "the model server at %s answered 404 (%s): check HUB_OPENAI_BASE_URL and "
-                    "HUB_OPENAI_MODEL=%r",
-                    self.base_url,
-                    message,
-                    self.model,
-                )
-                return LLMError(
-                    "llm_unavailable",
-                    "The assistant is not available: the configured model was not found. "
-                    "The operator has been told.",
-                )
-            if status in (408, 409, 429) or status >= 500:
-                log.warning("model server unavailable after retries (%d): %s", status, message)
-                return busy_error(retry_after)
-            log.warning("the model server rejected the request (%d): %s", status, message)
-            return LLMError(
-                "llm_error",
-                f"The assistant could not answer this conversation: {message or code}.",
+            service = Service(
+                f"The model server at {self.base_url}",
+                "HUB_OPENAI_API_KEY",
+                f"check HUB_OPENAI_BASE_URL and HUB_OPENAI_MODEL={self.model!r}",
             )
+            retry_after = parse_retry_after(exc.response.headers)
+            return status_error(service, exc.status_code, message, code, retry_after)
         if isinstance(exc, openai.APIError):
             code, message = error_info(exc.body)
             log.warning("error inside the stream from %s: %s %s", self.base_url, code, message)
-            return LLMError(
-                "llm_error",
-                f"The assistant's reply broke off with an error ({code or 'server_error'}); "
-                "please try again.",
-            )
+            return stream_error(code or "server_error")
         log.error("OpenAI client failure: %s", exc)
         return LLMError(
             "llm_unavailable",

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from hub.llm import create_llm
-from hub.llm.anthropic import DECLINED, NO_CREDENTIALS, AnthropicLLM, parse_retry_after
+from hub.llm.anthropic import DECLINED, NO_CREDENTIALS, AnthropicLLM
 from hub.llm.base import Finish, LLMRequest, Turn
+from hub.llm.errors import parse_retry_after
 from hub.protocol import Usage
 from hub.settings import load_settings
 from tests.llm.helpers import collect, dm
