@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -21,20 +21,6 @@ Ref = Annotated[str, Field(min_length=1, max_length=128)]
 Role = Literal["user", "assistant", "system"]
 StopReason = Literal["end", "max_tokens", "stopped", "error", "interrupted"]
 
-ERROR_CODES = (
-    "bad_frame",
-    "unknown_type",
-    "invalid",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "too_long",
-    "rate_limited",
-    "llm_unavailable",
-    "llm_error",
-    "unavailable",
-    "internal",
-)
 ErrorCode = Literal[
     "bad_frame",
     "unknown_type",
@@ -49,6 +35,7 @@ ErrorCode = Literal[
     "unavailable",
     "internal",
 ]
+ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 
 CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
