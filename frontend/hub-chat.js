@@ -17,6 +17,7 @@ import { describeError, initials, hueFor, STATE_LABELS } from "./lib/format.js";
 import { newRef, ROOM_RE, splitChannel } from "./lib/ids.js";
 import { continues, createMessageNode, updateMessageNode } from "./lib/message-view.js";
 import { ChatStore } from "./lib/store.js";
+import { Timers } from "./lib/timers.js";
 
 const CSS_URL = new URL("./hub-chat.css", import.meta.url).href;
 const HISTORY_PAGE = 50;
@@ -43,7 +44,7 @@ export class HubChat extends HTMLElement {
     this._nodes = new Map(); // key -> <li> of the channel on screen
     this._renderQueued = 0;
     this._renderKinds = new Set();
-    this._timers = new Set();
+    this._timers = new Timers();
     this._loginAbort = null;
     this._limits = { max_text: 8000 };
     this._reloginAt = 0;
@@ -143,7 +144,6 @@ export class HubChat extends HTMLElement {
     this._endSession();
     this._loginAbort?.abort();
     this._loginAbort = null;
-    for (const id of this._timers) clearTimeout(id);
     this._timers.clear();
   }
 
@@ -1092,7 +1092,7 @@ export class HubChat extends HTMLElement {
     this._errorTitle = title;
     if (retryAfter) {
       const shownTitle = title;
-      this._later(Math.min(retryAfter, 120) * 1000 + 500, () => this._clearErrorIf(shownTitle));
+      this._timers.later(Math.min(retryAfter, 120) * 1000 + 500, () => this._clearErrorIf(shownTitle));
     }
   }
 
@@ -1109,18 +1109,11 @@ export class HubChat extends HTMLElement {
     const el = this._el.announcer;
     el.textContent = "";
     // A fresh text node after a tick is what screen readers reliably notice.
-    this._later(50, () => {
+    this._timers.later(50, () => {
       el.textContent = text;
     });
   }
 
-  _later(ms, fn) {
-    const id = setTimeout(() => {
-      this._timers.delete(id);
-      fn();
-    }, ms);
-    this._timers.add(id);
-  }
 
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));

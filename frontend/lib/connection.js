@@ -6,6 +6,8 @@
 // States: connecting (first try), open (welcomed), reconnecting (waiting or
 // retrying after a drop), offline (the browser is offline, or stopped for good).
 
+import { Timers } from "./timers.js";
+
 const BASE_DELAY = 500; // ms, the first retry after a drop
 const MAX_DELAY = 30_000; // ms, the longest wait between tries
 const STABLE_AFTER = 10_000; // ms open before the backoff starts again from BASE_DELAY
@@ -45,7 +47,7 @@ export class Connection extends EventTarget {
     this.ws = null;
     this.attempt = 0;
     this.unacked = new Map(); // ref -> send frame, in send order
-    this._timers = new Set();
+    this._timers = new Timers();
     this._pingTimer = null;
     this._lastRx = 0;
     this._wanted = false;
@@ -147,7 +149,7 @@ export class Connection extends EventTarget {
       if (resume && Object.keys(resume).length) hello.resume = resume;
       ws.send(JSON.stringify(hello));
       this._lastRx = Date.now();
-      this._later(HELLO_TIMEOUT, () => {
+      this._timers.later(HELLO_TIMEOUT, () => {
         if (this.ws === ws && !this._welcomedThis) this._dropAndRetry(ws);
       });
     };
@@ -174,7 +176,7 @@ export class Connection extends EventTarget {
       this.worker = frame.worker ?? null;
       this._setState("open");
       this._startPings(ws);
-      this._later(STABLE_AFTER, () => {
+      this._timers.later(STABLE_AFTER, () => {
         if (this.ws === ws && this.isOpen) this.attempt = 0;
       });
       // The element handles welcome first (resets, history), then queued sends go out.
@@ -222,7 +224,7 @@ export class Connection extends EventTarget {
       return;
     }
     this._setState("reconnecting", { delay: wait });
-    this._later(wait, () => this._connect());
+    this._timers.later(wait, () => this._connect());
   }
 
   _dropAndRetry(ws) {
@@ -258,16 +260,7 @@ export class Connection extends EventTarget {
     this._pingTimer = null;
   }
 
-  _later(ms, fn) {
-    const id = setTimeout(() => {
-      this._timers.delete(id);
-      fn();
-    }, ms);
-    this._timers.add(id);
-  }
-
   _clearTimers() {
-    for (const id of this._timers) clearTimeout(id);
     this._timers.clear();
     this._stopPings();
   }
