@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -321,3 +322,19 @@ def entry_body(message: Message | Done) -> str:
 def frame_from_entry(frame_type: str, message_id: str, body: str) -> str:
     """Build ``{"type":..., "id":..., <body>}`` without parsing the stored body again."""
     return f'{{"type":"{frame_type}","id":"{message_id}",{body[1:]}'
+
+
+_STORED_HEADS = ('{"type":"message","id":"', '{"type":"done","id":"')
+
+
+def stored_id(payload: str) -> str | None:
+    """The id of a frame built by ``frame_from_entry`` (message or done), read off its head."""
+    if not payload.startswith(_STORED_HEADS):
+        return None
+    start = payload.index('"id":"') + 6
+    return payload[start : payload.index('"', start)]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of ``ts``."""
+    return int(time.time() * 1000)

@@ -24,6 +24,7 @@ from hub.protocol import (
     channel_kind,
     encode,
     entry_body,
+    now_ms,
 )
 from hub.render import render_markdown
 from hub.settings import Settings
@@ -33,6 +34,23 @@ log = logging.getLogger(__name__)
 ASSISTANT = Author(id="assistant", name="Assistant", role="assistant")
 FINISH_RETRY_SECONDS = 30.0
 """How long a finished reply keeps trying to reach a broker that is down before it is given up."""
+
+
+def final_reply(
+    channel: str, reply: str, text: str, reason: StopReason, usage: Usage | None = None
+) -> Done:
+    """The ``done`` of a reply (its id is set by the store), rendered once."""
+    return Done(
+        channel=channel,
+        reply=reply,
+        id="0-0",
+        text=text,
+        html=render_markdown(text),
+        stop_reason=reason,
+        author=ASSISTANT,
+        ts=now_ms(),
+        usage=usage,
+    )
 
 
 class _Stopped(Exception):
@@ -114,7 +132,7 @@ class AssistantRunner:
         usage: Usage | None = None
         failure: LLMError | None = None
         try:
-            meta = json.dumps({"worker": self.worker, "started": int(time.time() * 1000)})
+            meta = json.dumps({"worker": self.worker, "started": now_ms()})
             await self.broker.reply_begin(
                 state.channel, state.reply, self.worker, meta, self.settings.reply_lease
             )
@@ -220,17 +238,7 @@ class AssistantRunner:
             state.pieces.append("".join(state.pending))
             state.pending.clear()
         text = "".join(state.pieces)
-        done = Done(
-            channel=state.channel,
-            reply=state.reply,
-            id="0-0",
-            text=text,
-            html=render_markdown(text),
-            stop_reason=reason,
-            author=ASSISTANT,
-            ts=int(time.time() * 1000),
-            usage=usage,
-        )
+        done = final_reply(state.channel, state.reply, text, reason, usage)
         if failure is not None:
             log.warning("reply %s ended with %s: %s", state.reply, failure.code, failure.message)
             error = Error(
@@ -278,16 +286,7 @@ class AssistantRunner:
     async def finish_orphan(self, channel: str, reply: str, deltas: list[str]) -> None:
         """Close a reply whose worker died: store what it streamed, as ``interrupted``."""
         text = "".join(deltas)
-        done = Done(
-            channel=channel,
-            reply=reply,
-            id="0-0",
-            text=text,
-            html=render_markdown(text),
-            stop_reason="interrupted",
-            author=ASSISTANT,
-            ts=int(time.time() * 1000),
-        )
+        done = final_reply(channel, reply, text, "interrupted")
         with contextlib.suppress(BrokerError):
             result = await self.broker.append(
                 channel, entry_body(done), publish_as="done", finish_reply=reply

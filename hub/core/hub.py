@@ -46,8 +46,10 @@ from hub.protocol import (
     encode,
     entry_body,
     frame_from_entry,
+    now_ms,
     parse_id,
     room_channel,
+    stored_id,
 )
 from hub.settings import Settings
 
@@ -251,7 +253,7 @@ class Hub:
             f"Hi {user.name}! Ask me anything here. To talk with other people, join a room; "
             "mention @assistant there when you want me to answer."
         )
-        body = Message(channel=channel, id="0-0", author=SYSTEM, text=text, ts=_now_ms())
+        body = Message(channel=channel, id="0-0", author=SYSTEM, text=text, ts=now_ms())
         await self.broker.append(channel, entry_body(body))
 
     # -- client frames -------------------------------------------------------------------
@@ -328,7 +330,7 @@ class Hub:
             id="0-0",
             author=Author(id=user.id, name=user.name, role="user"),
             text=text,
-            ts=_now_ms(),
+            ts=now_ms(),
             ref=ref,
         )
         dedupe = f"{user.id}:{ref}" if ref else None
@@ -429,19 +431,17 @@ class Hub:
         Stored frames reach a worker in id order, so one whose id is not newer than the last
         seen was already delivered (by the replay after a broker blink): False drops it.
         """
-        head = payload[:64]
-        if head.startswith(('{"type":"message","id":"', '{"type":"done","id":"')):
-            start = head.index('"id":"') + 6
-            message_id = head[start : head.index('"', start)]
+        message_id = stored_id(payload)
+        if message_id is not None:
             last = self._last_ids.get(channel)
             if last is not None and parse_id(message_id) <= parse_id(last):
                 return False
             self._last_ids[channel] = message_id
-        if head.startswith('{"type":"delta"'):
+        if payload.startswith('{"type":"delta"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen[reply] = (channel, time.monotonic())
             self._reply_lapsed.pop(reply, None)
-        elif head.startswith('{"type":"done"'):
+        elif message_id is not None and payload.startswith('{"type":"done"'):
             reply = json.loads(payload).get("reply", "")
             self._reply_seen.pop(reply, None)
             self._reply_lapsed.pop(reply, None)
@@ -566,7 +566,3 @@ class Hub:
                 self._reply_seen.pop(reply, None)
                 self._reply_lapsed.pop(reply, None)
                 await self.runner.finish_orphan(channel, reply, states[0].deltas)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

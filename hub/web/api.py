@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -12,18 +13,18 @@ from pydantic import BaseModel, Field, ValidationError
 
 from hub.auth import guest_user_id, mint_token
 from hub.protocol import (
-    CHANNEL_RE,
-    STREAM_ID_RE,
     Author,
     ChannelName,
     Done,
     Error,
+    HistoryRequest,
     Message,
     Ref,
     User,
     describe_validation,
     dm_channel,
     entry_body,
+    now_ms,
 )
 from hub.render import render_markdown
 from hub.web.auth import request_user, require_api_key
@@ -101,20 +102,26 @@ async def history(request: web.Request) -> web.Response:
     """A page of a channel's history for the token's user."""
     user = request_user(request)
     query = request.query
-    channel = query.get("channel") or dm_channel(user.id)
-    before = query.get("before") or None
-    if before is not None and not STREAM_ID_RE.match(before):
-        raise json_error(400, "invalid", "before: give a message id such as 1732212345678-0.")
+    fields = {"type": "history", "channel": query.get("channel") or dm_channel(user.id)}
+    fields.update({k: query[k] for k in ("before", "limit") if query.get(k)})
     try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        raise json_error(400, "invalid", "limit: give a whole number from 1 to 200.") from None
-    if not 1 <= limit <= 200:
-        raise json_error(400, "invalid", "limit: give a whole number from 1 to 200.")
-    if not CHANNEL_RE.match(channel):
-        raise json_error(400, "invalid", "channel: use dm:<user id> or room:<name>.")
-    messages, more = await request.app[HUB].history(user, channel, before, limit)
-    return web.json_response({"channel": channel, "messages": messages, "more": more})
+        page = HistoryRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise json_error(400, "invalid", describe_validation(exc)) from None
+    messages, more = await request.app[HUB].history(user, page.channel, page.before, page.limit)
+    return web.json_response({"channel": page.channel, "messages": messages, "more": more})
+
+
+async def _reply_items(
+    queue: asyncio.Queue[str | Done | Error],
+) -> AsyncIterator[str | Done | Error]:
+    """What the reply's listener saw, up to its Done; TimeoutError past ``CHAT_TIMEOUT``."""
+    deadline = time.monotonic() + CHAT_TIMEOUT
+    while True:
+        item = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0.01))
+        yield item
+        if isinstance(item, Done):
+            return
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -132,63 +139,52 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not body.stream:
         return await _chat_json(queue, result.id)
     response = await sse_response(request)
-    deadline = time.monotonic() + CHAT_TIMEOUT
-    while True:
-        try:
-            item = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0.01))
-        except TimeoutError:
-            await sse_write(
-                response,
-                json.dumps(
-                    {"error": {"code": "llm_unavailable", "message": "The reply took too long."}}
-                ),
-            )
-            break
-        if isinstance(item, str):
-            await sse_write(response, json.dumps({"content": item}))
-        elif isinstance(item, Error):
-            await sse_write(response, json.dumps({"error": item.model_dump(exclude_none=True)}))
-        else:
-            await sse_write(
-                response,
-                json.dumps(
-                    {
-                        "done": {
-                            "id": item.id,
-                            "stop_reason": item.stop_reason,
-                            "message_id": result.id,
-                        }
+    try:
+        async for item in _reply_items(queue):
+            if isinstance(item, str):
+                event: dict[str, Any] = {"content": item}
+            elif isinstance(item, Error):
+                event = {"error": item.model_dump(exclude_none=True)}
+            else:
+                event = {
+                    "done": {
+                        "id": item.id,
+                        "stop_reason": item.stop_reason,
+                        "message_id": result.id,
                     }
-                ),
-            )
-            break
+                }
+            await sse_write(response, json.dumps(event))
+    except TimeoutError:
+        timeout = {"code": "llm_unavailable", "message": "The reply took too long."}
+        await sse_write(response, json.dumps({"error": timeout}))
     await sse_write(response, "[DONE]")
     return response
 
 
 async def _chat_json(queue: asyncio.Queue[str | Done | Error], message_id: str) -> web.Response:
     error: Error | None = None
-    deadline = time.monotonic() + CHAT_TIMEOUT
-    while True:
-        try:
-            item = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0.01))
-        except TimeoutError:
-            raise json_error(504, "llm_unavailable", "The reply took too long.") from None
-        if isinstance(item, Error):
-            error = item
-        elif isinstance(item, Done):
-            if error is not None and not item.text:
-                raise json_error(STATUS[error.code], error.code, error.message, error.retry_after)
-            return web.json_response(
-                {
-                    "id": item.id,
-                    "text": item.text,
-                    "html": item.html,
-                    "stop_reason": item.stop_reason,
-                    "message_id": message_id,
-                    "usage": item.usage.model_dump() if item.usage else None,
-                }
-            )
+    try:
+        async for item in _reply_items(queue):
+            if isinstance(item, Error):
+                error = item
+            elif isinstance(item, Done):
+                if error is not None and not item.text:
+                    raise json_error(
+                        STATUS[error.code], error.code, error.message, error.retry_after
+                    )
+                return web.json_response(
+                    {
+                        "id": item.id,
+                        "text": item.text,
+                        "html": item.html,
+                        "stop_reason": item.stop_reason,
+                        "message_id": message_id,
+                        "usage": item.usage.model_dump() if item.usage else None,
+                    }
+                )
+    except TimeoutError:
+        raise json_error(504, "llm_unavailable", "The reply took too long.") from None
+    raise json_error(500, "internal", "The reply ended without a result.")
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -202,9 +198,7 @@ async def publish(request: web.Request) -> web.Response:
         )
     given = body.author or PublishAuthor()
     author = Author.model_validate(given.model_dump())
-    message = Message(
-        channel=body.channel, id="0-0", author=author, text=body.text, ts=int(time.time() * 1000)
-    )
+    message = Message(channel=body.channel, id="0-0", author=author, text=body.text, ts=now_ms())
     if author.role == "assistant":
         message = message.model_copy(update={"html": render_markdown(body.text)})
     result = await hub.broker.append(body.channel, entry_body(message))

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
-from hub.protocol import CHANNEL_RE, STREAM_ID_RE
+from hub.protocol import CHANNEL_RE, STREAM_ID_RE, stored_id
 from hub.web.auth import request_user
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.origin import origin_allowed
@@ -62,10 +62,9 @@ class SseSink:
 
     async def send(self, payload: str) -> None:
         event_id = None
-        head = payload[:80]
-        if head.startswith(('{"type":"message","id":"', '{"type":"done","id":"')):
-            frame = json.loads(payload)
-            self.cursor[frame["channel"]] = frame["id"]
+        message_id = stored_id(payload)
+        if message_id is not None:
+            self.cursor[json.loads(payload)["channel"]] = message_id
             event_id = encode_cursor(self.cursor)
         await sse_write(self.response, payload, event_id)
 
