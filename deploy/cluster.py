@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""A local chat hub cluster without Docker: one redis-server, N hub workers, one nginx.
+"""A local chat hub cluster without Docker: one redis-server (or a Redis Cluster), N hub
+workers, one nginx.
 
 Command line (from the repository root, with the project's virtualenv's Python)::
 
-    python deploy/cluster.py up [--workers 3] [--port 8000] [--detach]
+    python deploy/cluster.py up [--workers 3] [--port 8000] [--redis-cluster] [--detach]
     python deploy/cluster.py status [--port 8000]
     python deploy/cluster.py down [--port 8000]
 
@@ -25,26 +26,41 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+
+if not __package__:  # run as a script: make the `deploy` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deploy.processes import (
+    KILL_WAIT,
+    ClusterError,
+    ManagedProcess,
+    check_port_free,
+    cmdline,
+    find_binary,
+    free_port,
+    http_status,
+    pid_alive,
+    port_bindable,
+    redis_ping,
+    wait_until,
+)
+from deploy.redis_cluster import RedisClusterNodes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The docker-compose / production nginx config; the local config copies its upstream parameters.
@@ -61,277 +77,8 @@ DEFAULT_DRAIN_TIMEOUT = 10.0
 WORKER_GRACE = 10.0
 #: How long redis-server and nginx get to exit on SIGTERM.
 STOP_GRACE = 5.0
-#: How long a SIGKILLed process may take to be reaped before we give up on it.
-KILL_WAIT = 5.0
 
 WaitFor = Literal["healthy", "listening", "no"]
-
-
-class ClusterError(Exception):
-    """A part of the cluster did not start or stop; the message says which and shows its log."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def find_binary(name: str, explicit: str | None = None) -> str:
-    """Path of ``name`` (``nginx``, ``redis-server``): the explicit one, else PATH, else sbin."""
-    if explicit:
-        if not os.access(explicit, os.X_OK):
-            raise ClusterError(f"{explicit} is not an executable file")
-        return explicit
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"):
-        candidate = Path(directory) / name
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-    hint = {"nginx": "apt-get install nginx-light", "redis-server": "apt-get install redis-server"}
-    raise ClusterError(f"{name} not found on PATH or in sbin; install it ({hint.get(name, name)})")
-
-
-_ports_lock = threading.Lock()
-_ports_given: set[int] = set()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free now on ``host``; never the same one twice in this process."""
-    with _ports_lock:
-        for _ in range(50):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind((host, 0))
-                port = int(sock.getsockname()[1])
-            if port not in _ports_given:
-                _ports_given.add(port)
-                return port
-    raise ClusterError("could not find a free TCP port")
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise a readable error when ``host:port`` cannot be bound (something else listens)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ClusterError(
-                f"cannot use {host}:{port} ({exc.strerror}); pick another port"
-            ) from None
-
-
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    """HTTP status of GET ``url``, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, ValueError):
-        return None
-
-
-def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a Redis server at ``host:port`` answers PING with PONG (not while loading)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _wait_until(
-    check: Callable[[], bool],
-    timeout: float,
-    what: str,
-    process: ManagedProcess | None = None,
-) -> None:
-    """Poll ``check`` until it holds; fail early when ``process`` exits, late at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        if check():
-            return
-        if process is not None and not process.alive():
-            raise ClusterError(
-                f"{process.name} exited with {process.returncode} while waiting for {what}\n"
-                + process.log_tail()
-            )
-        if time.monotonic() >= deadline:
-            tail = process.log_tail() if process is not None else ""
-            raise ClusterError(f"timed out after {timeout:g} s waiting for {what}\n{tail}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when its parent thread dies.
-
-    Only from the main thread: the kernel ties the signal to the *thread* that forked, so a
-    child started from a pool thread (``asyncio.to_thread``) would be killed when that thread
-    ends. Elsewhere, or off Linux, there is no hook and ``cluster.py down`` cleans up.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc here: trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> str | None:
-    """The command line of ``pid`` (Linux), or None where /proc does not tell."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.replace(b"\0", b" ").decode(errors="replace")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class ManagedProcess:
-    """One child process, its log file, and bounded ways to stop it.
-
-    The child runs in its own session, so its process group id is its pid: ``kill``
-    reaches helpers it forked too (nginx's worker processes).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = dict(env) if env is not None else None
-        self.cwd = cwd
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the current (or last) run, None before the first start."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit status of the last run (negative: killed by that signal), None while it runs."""
-        return self._proc.poll() if self._proc is not None else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        if self.alive():
-            raise ClusterError(f"{self.name} is already running (pid {self.pid})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            try:
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    cwd=self.cwd,
-                    start_new_session=True,
-                    preexec_fn=_parent_death_signal(),  # only calls prctl, see there
-                )
-            except OSError as exc:
-                raise ClusterError(f"cannot start {self.name}: {exc}") from exc
-
-    def send(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the process (not its group); nothing if it is not running."""
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` s for the process to exit; its status, or None if it still runs."""
-        if self._proc is None:
-            return None
-        try:
-            return self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self) -> int | None:
-        """SIGKILL the process and its group at once; the exit status (-9), None if never started."""
-        if self._proc is None:
-            return None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.kill()
-        code = self.wait(KILL_WAIT)
-        if code is None:
-            raise ClusterError(
-                f"{self.name} (pid {self._proc.pid}) survived SIGKILL for {KILL_WAIT} s"
-            )
-        return code
-
-    def stop(self, timeout: float, sig: signal.Signals = signal.SIGTERM) -> int | None:
-        """Send ``sig``, wait ``timeout`` s, then SIGKILL what is left; the exit status.
-
-        The group is SIGKILLed after a clean exit as well, so no straggling helper survives.
-        """
-        if self._proc is None:
-            return None
-        self.send(sig)
-        self.send(signal.SIGCONT)  # a stopped (SIGSTOP) process handles sig only once resumed
-        code = self.wait(timeout)
-        if code is None:
-            self._note(f"did not exit {timeout:g} s after {sig.name}; sending SIGKILL")
-            return self.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        return code
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return f"(no log at {self.log_path})"
-        tail = "\n".join(text.splitlines()[-lines:])
-        return f"--- last lines of {self.log_path}:\n{tail}"
-
-    def _note(self, message: str) -> None:
-        with contextlib.suppress(OSError), self.log_path.open("a") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} supervisor: {message}\n")
 
 
 # --------------------------------------------------------------------------- nginx config
@@ -459,6 +206,11 @@ class Cluster:
     Redis keeps no data on disk unless ``redis_persist``: then it writes an append-only
     file (fsync on every write) to ``run_dir/redis/``, so a stopped or killed Redis comes
     back with its data on the same port.
+
+    With ``redis_cluster`` the workers share a Redis Cluster instead (3 masters, 3 replicas,
+    :class:`deploy.redis_cluster.RedisClusterNodes` in ``redis_nodes``, data and logs under
+    ``run_dir``; ``redis_port``, if given, is the first of six consecutive node ports), and get
+    ``HUB_BROKER_URL=redis+cluster://...`` naming every node.
     """
 
     def __init__(
@@ -479,6 +231,8 @@ class Cluster:
         nginx_bin: str | None = None,
         redis_bin: str | None = None,
         start_timeout: float = 30.0,
+        redis_cluster: bool = False,
+        redis_node_timeout_ms: int = 1000,
     ) -> None:
         if workers < 1:
             raise ValueError("a cluster needs at least one worker")
@@ -515,6 +269,19 @@ class Cluster:
         self._lock = threading.RLock()
         self._started = False
         self.redis = ManagedProcess("redis-server", self._redis_argv(), self.log_dir / "redis.log")
+        self.redis_nodes: RedisClusterNodes | None = None
+        if redis_cluster:
+            self.redis_nodes = RedisClusterNodes(
+                3,
+                1,
+                ports=[redis_port + i for i in range(6)] if redis_port else None,
+                node_timeout_ms=redis_node_timeout_ms,
+                appendonly=redis_persist,
+                run_dir=self.run_dir / "redis-cluster",
+                log_dir=self.log_dir,
+                redis_bin=self._redis_bin,
+                start_timeout=start_timeout,
+            )
         self.workers: tuple[Worker, ...] = tuple(
             self._make_worker(i, worker_port) for i, worker_port in enumerate(ports)
         )
@@ -546,6 +313,9 @@ class Cluster:
 
     @property
     def redis_url(self) -> str:
+        """The workers' HUB_BROKER_URL: ``redis://`` or, with a Redis Cluster, ``redis+cluster://``."""
+        if self.redis_nodes is not None:
+            return self.redis_nodes.url
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
@@ -605,6 +375,11 @@ class Cluster:
                     process.stop(STOP_GRACE)
                 except ClusterError as exc:
                     errors.append(str(exc))
+            if self.redis_nodes is not None:
+                try:
+                    self.redis_nodes.stop()
+                except ClusterError as exc:
+                    errors.append(str(exc))
             with contextlib.suppress(OSError):
                 (self.run_dir / "cluster.json").unlink()
             self._started = False
@@ -632,7 +407,7 @@ class Cluster:
             if worker.process.alive():
                 self._wait_worker(worker, "healthy", limit)
         if self.nginx.alive():
-            _wait_until(
+            wait_until(
                 lambda: http_status(self.url + "/health") == 200,
                 limit,
                 "nginx /health 200",
@@ -647,6 +422,8 @@ class Cluster:
     def dead_processes(self) -> list[ManagedProcess]:
         """The processes that were started but have exited (for a supervisor loop)."""
         processes = [self.redis, *(worker.process for worker in self.workers), self.nginx]
+        if self.redis_nodes is not None:
+            processes += self.redis_nodes.processes.values()
         return [p for p in processes if p.pid is not None and not p.alive()]
 
     # ---------------------------------------------------------------- workers
@@ -703,12 +480,17 @@ class Cluster:
     # ---------------------------------------------------------------- redis
 
     def start_redis(self, timeout: float | None = None) -> None:
-        """Start redis-server on the cluster's Redis port and wait until it answers PING."""
+        """Start redis-server on the cluster's Redis port and wait until it answers PING
+        (with a Redis Cluster: start its stopped nodes and wait until it says ok)."""
         with self._lock:
+            if self.redis_nodes is not None:
+                self.redis_nodes.start()
+                self.write_state()
+                return
             self._check_port(self.redis_port, "redis-server")
             (self.run_dir / "redis").mkdir(parents=True, exist_ok=True)
             self.redis.start()
-            _wait_until(
+            wait_until(
                 lambda: redis_ping("127.0.0.1", self.redis_port),
                 self.start_timeout if timeout is None else timeout,
                 f"redis-server on port {self.redis_port}",
@@ -719,6 +501,10 @@ class Cluster:
     def stop_redis(self, timeout: float = STOP_GRACE) -> int | None:
         """SIGTERM redis-server (a clean shutdown) and wait; its exit status."""
         with self._lock:
+            if self.redis_nodes is not None:
+                self.redis_nodes.stop()
+                self.write_state()
+                return 0
             code = self.redis.stop(timeout)
             self.write_state()
             return code
@@ -726,6 +512,10 @@ class Cluster:
     def kill_redis(self) -> int | None:
         """SIGKILL redis-server (a crash); its exit status (-9)."""
         with self._lock:
+            if self.redis_nodes is not None:
+                self.redis_nodes.kill()
+                self.write_state()
+                return -9
             code = self.redis.kill()
             self.write_state()
             return code
@@ -769,7 +559,7 @@ class Cluster:
             if test.returncode != 0:
                 raise ClusterError(f"nginx -t rejected {self.nginx_conf_path}:\n{test.stderr}")
             self.nginx.start()
-            _wait_until(
+            wait_until(
                 lambda: http_status(self.url + "/health") is not None,
                 self.start_timeout,
                 f"nginx on {self.url}",
@@ -803,6 +593,11 @@ class Cluster:
             "run_dir": str(self.run_dir),
             "drain_timeout": self.drain_timeout,
             "redis": entry(self.redis, self.redis_port),
+            "redis_nodes": [
+                entry(process, port) for port, process in self.redis_nodes.processes.items()
+            ]
+            if self.redis_nodes is not None
+            else [],
             "workers": [entry(w.process, w.port) for w in self.workers],
             "nginx": entry(self.nginx, self.port),
         }
@@ -868,11 +663,11 @@ class Cluster:
             return
         url = worker.url + "/health"
         if wait == "healthy":
-            _wait_until(
+            wait_until(
                 lambda: http_status(url) == 200, timeout, f"{url} to answer 200", worker.process
             )
         else:
-            _wait_until(
+            wait_until(
                 lambda: http_status(url) is not None, timeout, f"{url} to answer", worker.process
             )
 
@@ -882,7 +677,7 @@ class Cluster:
     def _check_port(self, port: int, who: str) -> None:
         """Wait briefly for ``port`` to be free (a just-killed process may still hold it)."""
         try:
-            _wait_until(lambda: _port_bindable(port), 5.0, f"port {port} for {who} to be free")
+            wait_until(lambda: port_bindable(port), 5.0, f"port {port} for {who} to be free")
         except ClusterError:
             raise ClusterError(f"port {port} for {who} is in use by another process") from None
 
@@ -891,14 +686,6 @@ class Cluster:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(self.secret + "\n")
-
-
-def _port_bindable(port: int) -> bool:
-    try:
-        check_port_free("127.0.0.1", port)
-    except ClusterError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- command line
@@ -923,8 +710,8 @@ def _is_ours(pid: int, marker: str) -> bool:
     """
     if not pid_alive(pid):
         return False
-    cmdline = _cmdline(pid)
-    return cmdline is None or marker in cmdline
+    command = cmdline(pid)
+    return command is None or marker in command
 
 
 def _signal_and_wait(pid: int, sig: signal.Signals, timeout: float) -> bool:
@@ -965,6 +752,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         nginx_bin=args.nginx,
         redis_bin=args.redis_server,
         start_timeout=args.timeout,
+        redis_cluster=args.redis_cluster,
     )
 
     def interrupt(signum: int, frame: object) -> None:
@@ -1008,6 +796,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _print_summary(cluster: Cluster) -> None:
     print(f"hub cluster up: {cluster.url}  (WebSocket {cluster.ws_url})")
     print(f"  redis   {cluster.redis_url}  persist={'yes' if cluster.redis_persist else 'no'}")
+    if cluster.redis_nodes is not None:
+        nodes = cluster.redis_nodes
+        masters = nodes.masters_ports()
+        for port in nodes.ports:
+            role = "master" if port in masters else "replica"
+            print(f"    node {port}  {role:<8} pid {nodes.processes[port].pid}")
     for worker in cluster.workers:
         print(f"  {worker.worker_id:<7} {worker.url}  pid {worker.process.pid}")
     print(f"  nginx   {cluster.url}  pid {cluster.nginx.pid}  config {cluster.nginx_conf_path}")
@@ -1072,6 +866,8 @@ def _forwarded_options(args: argparse.Namespace) -> list[str]:
         out += ["--redis-server", args.redis_server]
     if args.redis_persist:
         out.append("--redis-persist")
+    if args.redis_cluster:
+        out.append("--redis-cluster")
     return out
 
 
@@ -1094,6 +890,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         *((w, "hub", drain + WORKER_GRACE) for w in state.get("workers", [])),
         (state.get("nginx", {}), "nginx", STOP_GRACE),
         (state.get("redis", {}), "redis-server", STOP_GRACE),
+        *((node, "redis-server", STOP_GRACE) for node in state.get("redis_nodes", [])),
     ]
     stopped = 0
     for entry, marker, timeout in leftovers:
@@ -1122,11 +919,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"cluster {state.get('url')}  supervisor pid {state.get('supervisor_pid')}  run dir {run_dir}"
     )
     all_ok = True
-    for entry in [state.get("redis", {}), *state.get("workers", []), state.get("nginx", {})]:
+    redis_entries = state.get("redis_nodes") or [state.get("redis", {})]
+    for entry in [*redis_entries, *state.get("workers", []), state.get("nginx", {})]:
         pid, port, name = entry.get("pid"), entry.get("port"), entry.get("name")
         running = isinstance(pid, int) and pid_alive(pid)
         health = ""
-        if name == "redis-server":
+        if name == "redis-server" or str(name).startswith("redis-"):
             health = "PONG" if redis_ping("127.0.0.1", int(port)) else "no answer"
         elif name == "nginx":
             health = f"/health {http_status(str(state.get('url')) + '/health')}"
@@ -1148,10 +946,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=3, help="number of hub workers (default 3)")
     up.add_argument("--port", type=int, default=8000, help="nginx port (default 8000; 0: any free)")
     up.add_argument("--host", default="127.0.0.1", help="nginx listen address (default 127.0.0.1)")
-    up.add_argument("--redis-port", type=int, default=0, help="redis port (default: a free one)")
+    up.add_argument(
+        "--redis-port",
+        type=int,
+        default=0,
+        help="redis port (default: a free one; with --redis-cluster the first of six)",
+    )
     up.add_argument("--redis-prefix", default="hub", help="HUB_REDIS_PREFIX (default hub)")
     up.add_argument(
         "--redis-persist", action="store_true", help="keep Redis data in an append-only file"
+    )
+    up.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a Redis Cluster (3 masters, 3 replicas) instead of one redis-server",
     )
     up.add_argument("--secret", default=None, help="HUB_SECRET (default: $HUB_SECRET, else random)")
     up.add_argument(
@@ -1199,6 +1007,8 @@ __all__ = [
     "ClusterError",
     "ManagedProcess",
     "Worker",
+    "check_port_free",
+    "find_binary",
     "free_port",
     "http_status",
     "main",
