@@ -1,0 +1,209 @@
+// The chat without its screen: one Connection, one ChatStore, the user's rooms,
+// and what each server frame does to them. The element listens and draws.
+//
+// Events (detail): "welcome" {first, limits}, "joined" {room, open} (open: this
+// tab asked for it), "left" {room}, "new" {item} (a message not seen before),
+// "reply-started" {channel}, "history-status" {channel}, "error" {frame}.
+// The store says what changed in a channel; the connection says how it is.
+
+import { Connection, wsUrlFor } from "./connection.js";
+import { describeError } from "./format.js";
+import { newRef, splitChannel } from "./ids.js";
+import { ChatStore } from "./store.js";
+
+const HISTORY_PAGE = 50;
+
+export class ChatClient extends EventTarget {
+  /** @param {{hub: string, token: () => string|null, user: object|null}} opts */
+  constructor({ hub, token, user }) {
+    super();
+    this.store = new ChatStore();
+    this.user = user?.id ? user : null;
+    this.rooms = []; // names of rooms the user is in, in order
+    this._historyRefs = new Map(); // ref -> {channel, older}
+    this._joinRefs = new Map(); // ref -> room (joins this tab asked for: open them)
+    this._firstWelcome = true;
+    this.conn = new Connection({ url: wsUrlFor(hub), token, resume: () => this.store.resumePoints() });
+    this.conn.addEventListener("frame", (ev) => this._onFrame(ev.detail.frame));
+  }
+
+  get dm() {
+    return this.user ? `dm:${this.user.id}` : null;
+  }
+
+  start() {
+    this.conn.start();
+  }
+
+  stop() {
+    this.conn.stop();
+  }
+
+  /** The user's dm or one of the user's rooms. */
+  isMine(channel) {
+    const { kind, name } = splitChannel(channel ?? "");
+    return kind === "room" ? this.rooms.includes(name) : channel === this.dm;
+  }
+
+  /** Ask to join a valid room name; false when not connected. */
+  join(room) {
+    const ref = newRef();
+    this._joinRefs.set(ref, room);
+    if (this.conn.send({ type: "join", room, ref })) return true;
+    this._joinRefs.delete(ref);
+    return false;
+  }
+
+  leave(room) {
+    return this.conn.send({ type: "leave", room, ref: newRef() });
+  }
+
+  /** The latest page of a channel, or (older) the page before the oldest one held. */
+  requestHistory(channel, older) {
+    const ch = this.store.channel(channel);
+    const frame = { type: "history", channel, limit: HISTORY_PAGE, ref: newRef() };
+    if (older) {
+      const before = this.store.oldestId(channel);
+      if (!before) return;
+      frame.before = before;
+      ch.loadingOlder = true;
+    }
+    this._historyRefs.set(frame.ref, { channel, older });
+    if (!this.conn.send(frame)) {
+      this._historyRefs.delete(frame.ref);
+      ch.loadingOlder = false;
+    }
+    this._emit("history-status", { channel });
+  }
+
+  /** Show the user's text at once and send it; kept until acked. */
+  send(channel, text) {
+    const ref = newRef();
+    this.store.addPending(channel, ref, text, { id: this.user.id, name: this.user.name, role: "user" });
+    if (!this.conn.sendMessage(channel, text, ref)) {
+      this.store.failPending(ref, "Too many messages are waiting to be sent.");
+    }
+  }
+
+  retry(item) {
+    this.discard(item);
+    this.send(item.channel, item.text);
+  }
+
+  discard(item) {
+    this.conn.settle(item.ref);
+    this.store.removePending(item.ref);
+  }
+
+  /** Stop the reply streaming in a channel, if any. */
+  stopReply(channel) {
+    const streaming = this.store.streamingIn(channel);
+    if (streaming) this.conn.send({ type: "stop", reply: streaming.reply, ref: newRef() });
+  }
+
+  // ---- frames -----------------------------------------------------------
+
+  _onFrame(f) {
+    switch (f.type) {
+      case "welcome":
+        return this._onWelcome(f);
+      case "message":
+        return this._noteNew(this.store.addMessage(f));
+      case "delta": {
+        const fresh = !this.store.channel(f.channel).streams.has(f.reply);
+        if (this.store.applyDelta(f) && fresh) this._emit("reply-started", { channel: f.channel });
+        return;
+      }
+      case "done":
+        return this._noteNew(this.store.applyDone(f));
+      case "ack":
+        this.store.ack(f.ref, f.id);
+        return;
+      case "history":
+        return this._onHistory(f);
+      case "joined":
+        return this._onJoined(f);
+      case "left":
+        return this._onLeft(f.room);
+      case "presence":
+        this.store.setMembers(f.room, f.members);
+        return;
+      case "error":
+        return this._onError(f);
+      default:
+        return; // frames from a newer server: ignored
+    }
+  }
+
+  _noteNew(item) {
+    if (item) this._emit("new", { item });
+  }
+
+  _onWelcome(f) {
+    this.user = f.user ?? this.user;
+    const dm = this.dm;
+    const channels = Array.isArray(f.channels) ? f.channels : [dm];
+    const resumed = f.resumed ?? {};
+    const rooms = channels.filter((c) => c.startsWith("room:")).map((c) => c.slice(5));
+    // Rooms left from another tab while this one was away.
+    for (const name of this.rooms) if (!rooms.includes(name)) this.store.drop(`room:${name}`);
+    this.rooms = rooms;
+    this._historyRefs.clear();
+    for (const ch of new Set([dm, ...channels])) {
+      if (resumed[ch] === true) continue; // every missed message is being replayed
+      this.store.clearChannel(ch);
+      this.requestHistory(ch, false);
+    }
+    const first = this._firstWelcome;
+    this._firstWelcome = false;
+    this._emit("welcome", { first, limits: f.limits ?? {} });
+  }
+
+  _onHistory(f) {
+    const req = (f.ref && this._historyRefs.get(f.ref)) || { channel: f.channel, older: false };
+    if (f.ref) this._historyRefs.delete(f.ref);
+    const channel = f.channel ?? req.channel;
+    if (!this.isMine(channel)) return; // a room left meanwhile
+    this.store.mergeHistory(channel, f.messages, f.more, { older: req.older });
+  }
+
+  _onJoined(f) {
+    const room = f.room;
+    if (!this.rooms.includes(room)) this.rooms = [...this.rooms, room];
+    const channel = `room:${room}`;
+    this.store.setMembers(room, f.members);
+    this.store.mergeHistory(channel, f.history ?? [], (f.history ?? []).length > 0);
+    const mine = f.ref && this._joinRefs.has(f.ref);
+    if (mine) this._joinRefs.delete(f.ref);
+    const open = mine || [...this._joinRefs.values()].includes(room);
+    if (open) for (const [ref, r] of this._joinRefs) if (r === room) this._joinRefs.delete(ref);
+    this._emit("joined", { room, open });
+  }
+
+  _onLeft(room) {
+    this.rooms = this.rooms.filter((r) => r !== room);
+    this.store.drop(`room:${room}`);
+    this._emit("left", { room });
+  }
+
+  _onError(f) {
+    if (f.code !== "unauthorized") {
+      // (unauthorized: close 4001 follows and the element handles it)
+      const req = f.ref && this._historyRefs.get(f.ref);
+      if (req) {
+        this._historyRefs.delete(f.ref);
+        if (this.store.has(req.channel)) this.store.channel(req.channel).loadingOlder = false;
+      }
+      if (f.ref) this._joinRefs.delete(f.ref);
+      if (f.ref) {
+        const text = describeError(f);
+        this.store.failPending(f.ref, `${text.title}. ${text.message}`.trim());
+      }
+    }
+    this._emit("error", { frame: f });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
