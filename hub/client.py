@@ -15,11 +15,12 @@ import logging
 import random
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
-from hub.protocol import CLOSE_ABUSE, CLOSE_RESTARTING, CLOSE_UNAUTHORIZED, parse_id
+from hub.errors import CloseCode, ErrorCode, HubError
+from hub.protocol import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,16 @@ MAX_ATTEMPTS = 1000
 """Reconnect attempts before the client gives up (about 8 hours at the backoff cap)."""
 
 
-class HubClientError(Exception):
+def new_ref() -> str:
+    """A fresh ``ref`` for a frame this client sends."""
+    return "c" + secrets.token_hex(8)
+
+
+class HubClientError(HubError):
     """The hub refused the client for good (bad token) or answered a request with an error."""
 
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 class HubClient:
@@ -105,7 +108,7 @@ class HubClient:
                 await self._task
         for _frame, future in self._pending.values():
             if not future.done():
-                future.set_exception(HubClientError("closed", "the client was closed"))
+                future.set_exception(HubClientError("unavailable", "the client was closed"))
         if self._own_session and self._session is not None:
             await self._session.close()
         self.state = "closed"
@@ -137,7 +140,7 @@ class HubClient:
 
     async def stop(self, reply: str) -> None:
         """Ask the hub to stop a streaming reply (the ``done`` arrives as a frame)."""
-        await self._write({"type": "stop", "reply": reply, "ref": self._ref()})
+        await self._write({"type": "stop", "reply": reply, "ref": new_ref()})
 
     async def history(
         self, channel: str, before: str | None = None, limit: int = 50, timeout: float = 10.0
@@ -150,7 +153,7 @@ class HubClient:
 
     async def request(self, frame: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """Send a frame with a fresh ref and wait for the answer that echoes it."""
-        ref = self._ref()
+        ref = new_ref()
         frame = {**frame, "ref": ref}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ref] = (frame, future)
@@ -160,10 +163,6 @@ class HubClient:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._pending.pop(ref, None)
-
-    @staticmethod
-    def _ref() -> str:
-        return "c" + secrets.token_hex(8)
 
     async def _write(self, frame: dict[str, Any]) -> None:
         if self._ws is not None and not self._ws.closed:
@@ -183,16 +182,16 @@ class HubClient:
                 log.info("hub connection failed: %s", exc)
             if self._closing:
                 return
-            if code == CLOSE_UNAUTHORIZED:
+            if code == CloseCode.UNAUTHORIZED:
                 self._fatal = self._fatal or HubClientError("unauthorized", "token refused")
                 self.state = "closed"
                 return
             self.state = "reconnecting"
             self.reconnects += 1
-            if code == CLOSE_RESTARTING:
+            if code == CloseCode.RESTARTING:
                 await asyncio.sleep(random.uniform(0, 0.1))  # "reconnect at once", spread a little
                 continue
-            wait = delay * 4 if code == CLOSE_ABUSE else delay
+            wait = delay * 4 if code == CloseCode.ABUSE else delay
             await asyncio.sleep(random.uniform(wait / 2, wait))
             delay = min(delay * 2, self.backoff_max)
         self.state = "closed"
@@ -228,7 +227,9 @@ class HubClient:
                 if ftype == "error":
                     future.set_exception(
                         HubClientError(
-                            str(frame["code"]), str(frame["message"]), frame.get("retry_after")
+                            cast("ErrorCode", str(frame["code"])),
+                            str(frame["message"]),
+                            retry_after=frame.get("retry_after"),
                         )
                     )
                 else:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from hub.errors import ErrorCode, FrameError
 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ROOM_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -21,30 +23,6 @@ Ref = Annotated[str, Field(min_length=1, max_length=128)]
 
 Role = Literal["user", "assistant", "system"]
 StopReason = Literal["end", "max_tokens", "stopped", "error", "interrupted"]
-
-ErrorCode = Literal[
-    "bad_frame",
-    "unknown_type",
-    "invalid",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "too_long",
-    "rate_limited",
-    "llm_unavailable",
-    "llm_error",
-    "unavailable",
-    "internal",
-]
-ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
-
-CLOSE_NORMAL = 1000
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTARTING = 1012
-CLOSE_TRY_AGAIN = 1013
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_TOO_SLOW = 4008
-CLOSE_ABUSE = 4029
 
 
 def channel_kind(channel: str) -> tuple[str, str]:
@@ -120,23 +98,6 @@ ClientFrame = Annotated[
 ]
 CLIENT_TYPES = frozenset({"hello", "join", "leave", "send", "stop", "history", "ping"})
 _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
-
-
-class FrameError(Exception):
-    """A client frame that cannot be accepted; ``code`` is the wire error code."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        ref: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
-        self.ref = ref
-        self.retry_after = retry_after
 
 
 def parse_client_frame(raw: str) -> ClientFrame:
@@ -322,6 +283,12 @@ def entry_body(message: Message | Done) -> str:
 def frame_from_entry(frame_type: str, message_id: str, body: str) -> str:
     """Build ``{"type":..., "id":..., <body>}`` without parsing the stored body again."""
     return f'{{"type":"{frame_type}","id":"{message_id}",{body[1:]}'
+
+
+def message_dict(entry_id: str, body: str) -> dict[str, Any]:
+    """A stored entry as the ``message`` frame object clients receive."""
+    data: dict[str, Any] = json.loads(frame_from_entry("message", entry_id, body))
+    return data
 
 
 _STORED_HEADS = ('{"type":"message","id":"', '{"type":"done","id":"')

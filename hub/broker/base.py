@@ -17,10 +17,53 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-FrameHandler = Callable[[str, str], None]
-"""Called with (topic, payload) for every frame published to a topic this worker subscribes."""
+
+class Kind(StrEnum):
+    """What a published frame is, carried beside its bytes so nobody sniffs JSON to know."""
+
+    MESSAGE = "m"
+    """A stored message (``id`` set)."""
+    DONE = "f"
+    """The stored end of an assistant reply (``id`` and ``reply`` set)."""
+    DELTA = "d"
+    """A piece of a reply in flight (``reply`` and ``seq`` set)."""
+    EVENT = "e"
+    """Anything else clients receive as is (presence, errors)."""
+    COMMAND = "c"
+    """For workers only (stop a reply, a user joined or left a room); never sent to clients."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A frame as it travels between workers: its kind, ids, and the JSON clients receive."""
+
+    kind: Kind
+    payload: str
+    id: str = ""
+    reply: str = ""
+    seq: int = -1
+
+    def pack(self) -> str:
+        """One string for a pub/sub message: ``kind|id|reply|seq|payload``."""
+        return f"{self.kind.value}|{self.id}|{self.reply}|{self.seq}|{self.payload}"
+
+    @classmethod
+    def unpack(cls, data: str) -> Envelope:
+        """Read ``pack``'s form back; ValueError when it is not one."""
+        kind, message_id, reply, seq, payload = data.split("|", 4)
+        return cls(Kind(kind), payload, message_id, reply, int(seq))
+
+    @property
+    def stored(self) -> bool:
+        """Whether the frame is a stored message of a channel log (it has an id)."""
+        return self.kind is Kind.MESSAGE or self.kind is Kind.DONE
+
+
+FrameHandler = Callable[[str, Envelope], None]
+"""Called with (topic, envelope) for every frame published to a topic this worker subscribes."""
 
 ReconnectHandler = Callable[[], Awaitable[None]]
 """Called after the broker lost its pub/sub link and subscribed again: frames may be missing.
@@ -68,8 +111,8 @@ class Replay:
     replies: list[InflightReply]
 
 
-class Broker(Protocol):
-    """Shared state and fan-out of the hub; see the module docstring for the vocabulary."""
+class PubSub(Protocol):
+    """Fan-out between workers: each worker hears only the topics it subscribed."""
 
     async def start(self, on_frame: FrameHandler, on_reconnect: ReconnectHandler) -> None:
         """Connect and start delivering frames of subscribed topics to ``on_frame``."""
@@ -83,7 +126,6 @@ class Broker(Protocol):
         """True when the broker answers now (for /health)."""
         ...
 
-    # -- pub/sub -------------------------------------------------------------------------
     async def subscribe(self, topic: str) -> None:
         """Count one more local interest in ``topic``; subscribe for real on the first."""
         ...
@@ -92,11 +134,14 @@ class Broker(Protocol):
         """Count one less local interest; unsubscribe for real after the last."""
         ...
 
-    async def publish(self, topic: str, payload: str) -> None:
+    async def publish(self, topic: str, frame: Envelope) -> None:
         """Send a frame to every worker subscribed to ``topic``, this one included."""
         ...
 
-    # -- channel logs --------------------------------------------------------------------
+
+class ChannelLog(Protocol):
+    """Each channel's stored messages, published as they are stored."""
+
     async def append(
         self,
         channel: str,
@@ -130,14 +175,17 @@ class Broker(Protocol):
         """
         ...
 
-    # -- replies in flight ---------------------------------------------------------------
+
+class Replies(Protocol):
+    """Assistant replies in flight: who generates them and what they streamed so far."""
+
     async def reply_begin(
         self, channel: str, reply: str, worker: str, meta: str, lease: float
     ) -> None:
         """Record a reply as streaming on ``worker`` with a lease that expires unless renewed."""
         ...
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: str) -> None:
+    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
         """Keep the next delta of a reply and publish its frame to the channel, in one step."""
         ...
 
@@ -153,7 +201,10 @@ class Broker(Protocol):
         """Replies in flight in a channel, with their deltas so far and whether their lease lives."""
         ...
 
-    # -- rooms and presence --------------------------------------------------------------
+
+class Rooms(Protocol):
+    """Who is a member of which room (membership belongs to the user, not a connection)."""
+
     async def room_join(self, room: str, user_id: str, name: str) -> bool:
         """Make a user a member of a room; False when it already was."""
         ...
@@ -170,6 +221,10 @@ class Broker(Protocol):
         """Rooms a user is a member of, sorted."""
         ...
 
+
+class Presence(Protocol):
+    """Who is online in a room, through which worker, on leases that crashed workers let lapse."""
+
     async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
         """Mark a user online in a room through ``worker`` for ``ttl`` seconds."""
         ...
@@ -182,7 +237,14 @@ class Broker(Protocol):
         """User ids online in a room now (leases not yet expired)."""
         ...
 
-    # -- limits --------------------------------------------------------------------------
+
+class RateLimits(Protocol):
+    """Token buckets shared by every worker."""
+
     async def rate_take(self, key: str, rate: float, burst: int) -> float:
         """Take one token from a bucket; 0 when allowed, else seconds until one is available."""
         ...
+
+
+class Broker(PubSub, ChannelLog, Replies, Rooms, Presence, RateLimits, Protocol):
+    """Everything workers share; see the module docstring for the vocabulary."""

@@ -8,8 +8,10 @@ from collections import defaultdict, deque
 from hub.broker.base import (
     AppendResult,
     Entry,
+    Envelope,
     FrameHandler,
     InflightReply,
+    Kind,
     ReconnectHandler,
     Replay,
 )
@@ -67,9 +69,9 @@ class MemoryBroker:
         """Local subscription counts, for tests and metrics."""
         return dict(self._subs)
 
-    async def publish(self, topic: str, payload: str) -> None:
+    async def publish(self, topic: str, frame: Envelope) -> None:
         if self._on_frame is not None and topic in self._subs:
-            self._on_frame(topic, payload)
+            self._on_frame(topic, frame)
 
     def _next_id(self) -> str:
         ms = int(time.time() * 1000)
@@ -108,7 +110,9 @@ class MemoryBroker:
             self._dedupe[(channel, dedupe)] = (message_id, now + dedupe_ttl)
             if len(self._dedupe) > 100_000:
                 self._dedupe = {k: v for k, v in self._dedupe.items() if v[1] > now}
-        await self.publish(channel, frame_from_entry(publish_as, message_id, body))
+        kind = Kind.DONE if publish_as == "done" else Kind.MESSAGE
+        payload = frame_from_entry(publish_as, message_id, body)
+        await self.publish(channel, Envelope(kind, payload, message_id, finish_reply or ""))
         return AppendResult(message_id)
 
     async def history(
@@ -136,7 +140,7 @@ class MemoryBroker:
         self._inflight[reply] = InflightReply(reply, channel, worker, meta)
         self._leases[reply] = time.monotonic() + lease
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: str) -> None:
+    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
         state = self._inflight.get(reply)
         if state is not None:
             state.deltas.append(text)

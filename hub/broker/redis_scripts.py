@@ -60,7 +60,10 @@ redis.call('HSETNX', KEYS[2], 'epoch', id)
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
 end
-redis.call('PUBLISH', ARGV[3],
+local kind = 'm'
+if ARGV[2] == 'done' then kind = 'f' end
+-- Packed as hub.broker.base.Envelope: kind|id|reply|seq|payload
+redis.call('PUBLISH', ARGV[3], kind .. '|' .. id .. '|' .. ARGV[7] .. '|-1|' ..
   '{"type":"' .. ARGV[2] .. '","id":"' .. id .. '",' .. string.sub(body, 2))
 return {'ok', id}
 """

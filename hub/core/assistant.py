@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub.broker.base import Broker, BrokerError
+from hub.broker.base import Broker, BrokerError, Envelope, Kind
 from hub.llm.base import LLM, Finish, LLMError, LLMRequest, Turn
 from hub.metrics import Metrics
 from hub.protocol import (
@@ -220,7 +220,8 @@ class AssistantRunner:
         text = "".join(state.pending)
         state.pending.clear()
         state.pieces.append(text)
-        frame = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
+        payload = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
+        frame = Envelope(Kind.DELTA, payload, reply=state.reply, seq=state.seq)
         state.seq += 1
         for listener in state.listeners:
             listener(text)
@@ -281,7 +282,7 @@ class AssistantRunner:
 
     async def _publish_error(self, channel: str, error: Error) -> None:
         with contextlib.suppress(BrokerError):
-            await self.broker.publish(channel, encode(error))
+            await self.broker.publish(channel, Envelope(Kind.EVENT, encode(error)))
 
     async def finish_orphan(self, channel: str, reply: str, deltas: list[str]) -> None:
         """Close a reply whose worker died: store what it streamed, as ``interrupted``."""

@@ -8,7 +8,8 @@ import itertools
 import logging
 from typing import Protocol
 
-from hub.protocol import CLOSE_TOO_SLOW, User
+from hub.errors import CloseCode
+from hub.protocol import User
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class Connection:
             self._queue.put_nowait(payload)
         except asyncio.QueueFull:
             log.info("connection %s of %s is too slow; closing 4008", self.id, self.user.id)
-            self.close(CLOSE_TOO_SLOW, "too slow: outbound queue overflowed; reconnect and resume")
+            self.close(
+                CloseCode.TOO_SLOW, "too slow: outbound queue overflowed; reconnect and resume"
+            )
 
     def hold(self) -> None:
         """Keep channel frames aside (while a welcome and a replay are being queued)."""
@@ -84,7 +87,7 @@ class Connection:
         self.closed = True
         self.close_code = code
         self._pending_close = (code, reason)
-        if code == CLOSE_TOO_SLOW and self._writer is not None:
+        if code == CloseCode.TOO_SLOW and self._writer is not None:
             # The writer may be stuck on a peer that does not read: drop it and the backlog.
             self._writer.cancel()
             self._closer = asyncio.create_task(self._sink.close(code, reason))

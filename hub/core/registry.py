@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -14,6 +15,11 @@ class Registry:
     def __init__(self) -> None:
         self.by_user: dict[str, set[Connection]] = defaultdict(set)
         self.by_channel: dict[str, set[Connection]] = defaultdict(set)
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def lock(self, conn: Connection) -> asyncio.Lock:
+        """The lock that keeps one connection's session and membership changes in order."""
+        return self._locks.setdefault(conn.id, asyncio.Lock())
 
     def add_user(self, conn: Connection) -> bool:
         """Index a connection under its user; True for the user's first connection here."""
@@ -23,6 +29,7 @@ class Registry:
 
     def remove_user(self, conn: Connection) -> bool:
         """Drop a connection from its user; True when that was the user's last one here."""
+        self._locks.pop(conn.id, None)
         conns = self.by_user.get(conn.user.id)
         if conns is None:
             return False

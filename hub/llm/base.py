@@ -6,7 +6,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from hub.protocol import ErrorCode, StopReason, Usage
+from hub.errors import ErrorCode, HubError
+from hub.protocol import StopReason, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +38,11 @@ class Finish:
     usage: Usage | None = None
 
 
-class LLMError(Exception):
+class LLMError(HubError):
     """A reply could not be produced or continued; ``code`` goes to the user as an error code."""
 
     def __init__(self, code: ErrorCode, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
-        self.retry_after = retry_after
+        super().__init__(code, message, retry_after=retry_after)
 
 
 class LLM(Protocol):

@@ -12,28 +12,24 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from hub.auth import guest_user_id, mint_token
+from hub.errors import FrameError
 from hub.protocol import (
     Author,
     ChannelName,
     Done,
     Error,
     HistoryRequest,
-    Message,
     Ref,
     User,
     describe_validation,
     dm_channel,
-    entry_body,
-    now_ms,
 )
-from hub.render import render_markdown
 from hub.web.auth import request_user, require_api_key
-from hub.web.errors import STATUS, json_error
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.sse import sse_response, sse_write
 
 CHAT_TIMEOUT = 300.0
-"""Longest a non-streaming /api/chat waits for the reply before answering 504."""
+"""Longest a non-streaming /api/chat waits for the reply before answering 503."""
 
 
 class LoginBody(BaseModel):
@@ -63,36 +59,29 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         raw = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise json_error(400, "bad_frame", "Send a JSON object as the request body.") from None
+        raise FrameError("bad_frame", "Send a JSON object as the request body.") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise json_error(400, "invalid", describe_validation(exc)) from None
+        raise FrameError("invalid", describe_validation(exc)) from None
 
 
 async def health(request: web.Request) -> web.Response:
     """200 while the broker answers, else 503, so a proxy or orchestrator can route around."""
     hub = request.app[HUB]
-    ok = await hub.broker.ping()
-    body = {
-        "status": "ok" if ok and not hub.draining else ("draining" if hub.draining else "down"),
-        "worker": hub.worker,
-        "broker": "ok" if ok else "unreachable",
-        "llm": hub.llm.name,
-        "connections": len(hub.registry.all()),
-    }
-    return web.json_response(body, status=200 if ok and not hub.draining else 503)
+    ok, body = await hub.health()
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def login(request: web.Request) -> web.Response:
     """Mint a guest token; 404 where the operator turned guest login off."""
     settings = request.app[SETTINGS]
     if not settings.guest_login:
-        raise json_error(404, "not_found", "Guest login is off on this hub; ask for a token.")
+        raise FrameError("not_found", "Guest login is off on this hub; ask for a token.")
     body = await _body(request, LoginBody)
     name = " ".join(body.name.split())
     if not name:
-        raise json_error(400, "invalid", "Enter a name with at least one visible character.")
+        raise FrameError("invalid", "Enter a name with at least one visible character.")
     user = User(id=guest_user_id(), name=name)
     token = mint_token(settings.secret_value(), user.id, user.name, settings.token_ttl)
     return web.json_response({"token": token, "user": user.model_dump()})
@@ -107,7 +96,7 @@ async def history(request: web.Request) -> web.Response:
     try:
         page = HistoryRequest.model_validate(fields)
     except ValidationError as exc:
-        raise json_error(400, "invalid", describe_validation(exc)) from None
+        raise FrameError("invalid", describe_validation(exc)) from None
     messages, more = await request.app[HUB].history(user, page.channel, page.before, page.limit)
     return web.json_response({"channel": page.channel, "messages": messages, "more": more})
 
@@ -169,9 +158,7 @@ async def _chat_json(queue: asyncio.Queue[str | Done | Error], message_id: str) 
                 error = item
             elif isinstance(item, Done):
                 if error is not None and not item.text:
-                    raise json_error(
-                        STATUS[error.code], error.code, error.message, error.retry_after
-                    )
+                    raise FrameError(error.code, error.message, retry_after=error.retry_after)
                 return web.json_response(
                     {
                         "id": item.id,
@@ -183,27 +170,17 @@ async def _chat_json(queue: asyncio.Queue[str | Done | Error], message_id: str) 
                     }
                 )
     except TimeoutError:
-        raise json_error(504, "llm_unavailable", "The reply took too long.") from None
-    raise json_error(500, "internal", "The reply ended without a result.")
+        raise FrameError("llm_unavailable", "The reply took too long.") from None
+    raise FrameError("internal", "The reply ended without a result.")
 
 
 async def publish(request: web.Request) -> web.Response:
     """A backend pushes a message into a user's dm or a room (proactive message, hand-off)."""
     require_api_key(request)
     body = await _body(request, PublishBody)
-    hub = request.app[HUB]
-    if len(body.text) > hub.settings.max_text:
-        raise json_error(
-            413, "too_long", f"text may be at most {hub.settings.max_text} characters."
-        )
-    given = body.author or PublishAuthor()
-    author = Author.model_validate(given.model_dump())
-    message = Message(channel=body.channel, id="0-0", author=author, text=body.text, ts=now_ms())
-    if author.role == "assistant":
-        message = message.model_copy(update={"html": render_markdown(body.text)})
-    result = await hub.broker.append(body.channel, entry_body(message))
-    assert result is not None
-    return web.json_response({"id": result.id, "channel": body.channel})
+    author = Author.model_validate((body.author or PublishAuthor()).model_dump())
+    message_id = await request.app[HUB].publish_message(body.channel, author, body.text)
+    return web.json_response({"id": message_id, "channel": body.channel})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -7,8 +7,8 @@ import hmac
 from aiohttp import web
 
 from hub.auth import AuthError, verify_token
+from hub.errors import FrameError
 from hub.protocol import User
-from hub.web.errors import json_error
 from hub.web.keys import SETTINGS
 
 
@@ -17,7 +17,7 @@ def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise json_error(401, "unauthorized", "Send 'Authorization: Bearer <token>'.")
+        raise FrameError("unauthorized", "Send 'Authorization: Bearer <token>'.")
     return token.strip()
 
 
@@ -26,13 +26,13 @@ def request_user(request: web.Request) -> User:
     try:
         return verify_token(request.app[SETTINGS].secret_value(), bearer(request))
     except AuthError as exc:
-        raise json_error(401, "unauthorized", str(exc)) from None
+        raise FrameError("unauthorized", str(exc)) from None
 
 
 def require_api_key(request: web.Request) -> None:
     """Backends authenticate with the server API key (HUB_API_KEY); without one the route is off."""
     key = request.app[SETTINGS].api_key
     if key is None:
-        raise json_error(404, "not_found", "The publish API is off; set HUB_API_KEY to enable it.")
+        raise FrameError("not_found", "The publish API is off; set HUB_API_KEY to enable it.")
     if not hmac.compare_digest(bearer(request), key.get_secret_value()):
-        raise json_error(401, "unauthorized", "That server API key is not valid.")
+        raise FrameError("unauthorized", "That server API key is not valid.")

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
+from hub.errors import CloseCode
 from hub.protocol import CHANNEL_RE, STREAM_ID_RE, stored_id
 from hub.web.auth import request_user
 from hub.web.keys import HUB, METRICS, SETTINGS
@@ -100,7 +101,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         metrics.connections.labels("sse").dec()
-        conn.close(1000, "")
+        conn.close(CloseCode.NORMAL, "")
         with contextlib.suppress(BrokerError):
             await hub.close_session(conn)
         await conn.wait_closed(2.0)

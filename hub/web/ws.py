@@ -12,13 +12,10 @@ from aiohttp import WSMsgType, web
 from hub.auth import AuthError, verify_token
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
-from hub.core.hub import UNAVAILABLE, Hub
+from hub.core.hub import Hub
+from hub.errors import UNAVAILABLE, CloseCode, FrameError
 from hub.protocol import (
-    CLOSE_ABUSE,
-    CLOSE_TRY_AGAIN,
-    CLOSE_UNAUTHORIZED,
     Error,
-    FrameError,
     Hello,
     User,
     encode,
@@ -84,13 +81,13 @@ async def _hello(ws: web.WebSocketResponse, settings: Settings) -> tuple[User, H
         except AuthError as exc:
             await _refuse(ws, str(exc), frame.ref)
             return None
-    await ws.close(code=CLOSE_ABUSE, message=b"too many bad frames")
+    await ws.close(code=CloseCode.ABUSE, message=b"too many bad frames")
     return None
 
 
 async def _refuse(ws: web.WebSocketResponse, message: str, ref: str | None = None) -> None:
     await _say(ws, Error(code="unauthorized", message=message, ref=ref))
-    await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unauthorized")
+    await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -121,14 +118,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             # (with backoff) instead of waiting for ever on a session that never opened.
             log.warning("session of %s not opened: %s", user.id, exc)
             hub.send_error(conn, "unavailable", UNAVAILABLE, hello.ref, 1.0)
-            conn.close(CLOSE_TRY_AGAIN, "message store unreachable; reconnect later")
+            conn.close(CloseCode.TRY_AGAIN, "message store unreachable; reconnect later")
             return ws
         await _read_loop(ws, conn, hub)
     finally:
         metrics.connections.labels("ws").dec()
-        if conn.close_code == 4008:
+        if conn.close_code == CloseCode.TOO_SLOW:
             metrics.slow_closes.inc()
-        conn.close(1000, "")
+        conn.close(CloseCode.NORMAL, "")
         with contextlib.suppress(BrokerError):
             await hub.close_session(conn)
         await conn.wait_closed(5.0)
@@ -144,7 +141,7 @@ async def _read_loop(ws: web.WebSocketResponse, conn: Connection, hub: Hub) -> N
         tokens = min(float(FRAME_BURST), tokens + (now - stamp) * FRAMES_PER_SECOND)
         stamp = now
         if tokens < 1:
-            conn.close(CLOSE_ABUSE, "too many frames; slow down")
+            conn.close(CloseCode.ABUSE, "too many frames; slow down")
             return
         tokens -= 1
         if msg.type is not WSMsgType.TEXT:
@@ -161,7 +158,7 @@ async def _read_loop(ws: web.WebSocketResponse, conn: Connection, hub: Hub) -> N
             bad = 0
             await hub.handle(conn, frame)
         if bad >= BAD_FRAMES_BEFORE_CLOSE:
-            conn.close(CLOSE_ABUSE, "too many bad frames")
+            conn.close(CloseCode.ABUSE, "too many bad frames")
             return
         if conn.closed:
             return

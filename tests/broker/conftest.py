@@ -10,12 +10,12 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from hub.broker.base import Broker
+from hub.broker.base import Broker, Envelope, Kind
 from hub.broker.memory import MemoryBroker
 from hub.broker.redis import RedisBroker
 from tests.support.redis_server import RedisServer, redis_server, redis_server_fixture
 
-__all__ = ["Backend", "Frames", "redis_server", "shared_redis"]
+__all__ = ["Backend", "Frames", "event", "redis_server", "shared_redis"]
 
 KINDS = ["memory", "fakeredis", "redis"]
 WAIT = 5.0
@@ -24,16 +24,23 @@ WAIT = 5.0
 shared_redis = redis_server_fixture("session", name="shared_redis")
 
 
+def event(payload: str) -> Envelope:
+    """A frame for clients that is not stored (like presence)."""
+    return Envelope(Kind.EVENT, payload)
+
+
 class Frames:
     """Records what a broker delivers to ``on_frame`` and waits (bounded) for it."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        self.envelopes: list[tuple[str, Envelope]] = []
         self._changed = asyncio.Event()
         self.reconnects = 0
 
-    def __call__(self, topic: str, payload: str) -> None:
-        self.items.append((topic, payload))
+    def __call__(self, topic: str, frame: Envelope) -> None:
+        self.items.append((topic, frame.payload))
+        self.envelopes.append((topic, frame))
         self._changed.set()
 
     async def on_reconnect(self) -> None:

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from hub.broker.base import AppendResult, Broker
+from hub.broker.base import AppendResult, Broker, Envelope, Kind
 from hub.protocol import frame_from_entry, parse_id
-from tests.broker.conftest import WAIT, Backend, Frames
+from tests.broker.conftest import WAIT, Backend, Frames, event
 
 
 def body(channel: str, text: str) -> str:
@@ -20,7 +20,7 @@ def body(channel: str, text: str) -> str:
 async def sentinel(broker: Broker, frames: Frames, topic: str) -> None:
     """Publish a marker and wait for it: everything published before it has arrived."""
     marker = f'{{"type":"sentinel","n":{len(frames.items)}}}'
-    await broker.publish(topic, marker)
+    await broker.publish(topic, event(marker))
     await frames.payload(topic, marker)
 
 
@@ -68,6 +68,24 @@ async def test_published_frame_is_frame_from_entry_with_stored_id(backend: Backe
     assert [(e.id, e.body) for e in entries] == [(first.id, message), (done.id, message)]
 
 
+async def test_published_frames_carry_their_kind_and_ids(backend: Backend) -> None:
+    broker, frames = await backend.make()
+    await broker.subscribe("room:k")
+    first = await stored(broker, "room:k", "hi")
+    await broker.reply_begin("room:k", "r7", "w1", "{}", lease=30)
+    delta = Envelope(Kind.DELTA, '{"type":"delta"}', reply="r7", seq=0)
+    await broker.reply_delta("room:k", "r7", "piece", delta)
+    done = await stored(broker, "room:k", "piece", publish_as="done", finish_reply="r7")
+    await sentinel(broker, frames, "room:k")
+    got = [f for t, f in frames.envelopes if t == "room:k"][:3]
+    assert [(f.kind, f.id, f.reply, f.seq) for f in got] == [
+        (Kind.MESSAGE, first.id, "", -1),
+        (Kind.DELTA, "", "r7", 0),
+        (Kind.DONE, done.id, "r7", -1),
+    ]
+    assert all(f.stored == (f.kind is not Kind.DELTA) for f in got)
+
+
 async def test_dedupe_returns_first_id_and_publishes_once(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("dm:u")
@@ -113,7 +131,9 @@ async def test_finish_reply_once(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("room:a")
     await broker.reply_begin("room:a", "r1", "w1", '{"m":1}', lease=10)
-    await broker.reply_delta("room:a", "r1", "par", '{"type":"delta","seq":0}')
+    await broker.reply_delta(
+        "room:a", "r1", "par", Envelope(Kind.DELTA, '{"type":"delta","seq":0}', reply="r1")
+    )
     done = await broker.append("room:a", body("room:a", "partial"), publish_as="done",
                                finish_reply="r1")  # fmt: skip
     assert done is not None
@@ -230,7 +250,12 @@ async def test_replay_includes_replies_in_flight(backend: Backend) -> None:
     last = await stored(broker, "room:f", "question")
     await broker.reply_begin("room:f", "r1", "w1", '{"author":"a"}', lease=30)
     for seq, piece in enumerate(["Hel", "lo", " there"]):
-        await broker.reply_delta("room:f", "r1", piece, f'{{"type":"delta","seq":{seq}}}')
+        await broker.reply_delta(
+            "room:f",
+            "r1",
+            piece,
+            Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply="r1"),
+        )
     replay = await broker.replay("room:f", last.id)
     assert replay is not None and replay.entries == []
     [reply] = replay.replies
@@ -252,7 +277,12 @@ async def test_inflight_deltas_in_order_and_lease(backend: Backend) -> None:
     await broker.reply_begin("room:other", "elsewhere", "w1", "{}", lease=30)
     pieces = [f"p{i}" for i in range(25)]
     for seq, piece in enumerate(pieces):
-        await broker.reply_delta("room:i", "live", piece, f'{{"type":"delta","seq":{seq}}}')
+        await broker.reply_delta(
+            "room:i",
+            "live",
+            piece,
+            Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply="live"),
+        )
     await sentinel(broker, frames, "room:i")
     deltas = [p for p in frames.payloads("room:i") if '"delta"' in p]
     assert deltas == [f'{{"type":"delta","seq":{seq}}}' for seq in range(25)]
@@ -284,7 +314,8 @@ async def test_renew_ignores_finished_replies(backend: Backend) -> None:
 async def test_delta_of_unknown_reply_is_published_not_kept(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("room:d")
-    await broker.reply_delta("room:d", "ghost", "boo", '{"type":"delta","reply":"ghost"}')
+    frame = Envelope(Kind.DELTA, '{"type":"delta","reply":"ghost"}', reply="ghost", seq=0)
+    await broker.reply_delta("room:d", "ghost", "boo", frame)
     await frames.payload("room:d", '{"type":"delta","reply":"ghost"}')
     assert await broker.inflight("room:d") == []
 
@@ -304,35 +335,35 @@ async def test_counted_subscriptions(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("room:s")
     await broker.subscribe("room:s")
-    await broker.publish("room:s", "one")
+    await broker.publish("room:s", event("one"))
     await sentinel(broker, frames, "room:s")
     assert frames.payloads("room:s").count("one") == 1
     await broker.unsubscribe("room:s")
-    await broker.publish("room:s", "two")
+    await broker.publish("room:s", event("two"))
     await sentinel(broker, frames, "room:s")
     assert frames.payloads("room:s").count("two") == 1
     await broker.unsubscribe("room:s")
     await broker.subscribe("room:probe")
-    await broker.publish("room:s", "three")
+    await broker.publish("room:s", event("three"))
     await sentinel(broker, frames, "room:probe")
     assert "three" not in frames.payloads("room:s")
     await broker.unsubscribe("room:s")  # one too many: harmless
     await broker.subscribe("room:s")
-    await broker.publish("room:s", "four")
+    await broker.publish("room:s", event("four"))
     await frames.payload("room:s", "four")
 
 
 async def test_publish_without_subscribing_reaches_subscribers(backend: Backend) -> None:
     broker, frames = await backend.make()
-    await broker.publish("room:nobody", "lost")  # no one listens: no error
+    await broker.publish("room:nobody", event("lost"))  # no one listens: no error
     if not backend.shared:
         await broker.subscribe("room:p")
-        await broker.publish("room:p", "hi")
+        await broker.publish("room:p", event("hi"))
         await frames.payload("room:p", "hi")
         return
     publisher, publisher_frames = await backend.make()
     await broker.subscribe("room:p")
-    await publisher.publish("room:p", "hi")
+    await publisher.publish("room:p", event("hi"))
     await publisher.append("room:p", body("room:p", "stored"))
     await frames.until(lambda: len(frames.payloads("room:p")) == 2)
     assert frames.payloads("room:p")[0] == "hi"
@@ -348,14 +379,14 @@ async def test_two_workers_fan_out_by_topic(backend: Backend) -> None:
     await one.subscribe("room:both")
     await two.subscribe("room:both")
     await two.subscribe("worker:two")
-    await one.publish("room:both", "hello all")
-    await one.publish("worker:two", "stop r1")
+    await one.publish("room:both", event("hello all"))
+    await one.publish("worker:two", event("stop r1"))
     await one_frames.payload("room:both", "hello all")
     await two_frames.until(lambda: len(two_frames.items) == 2)
     assert sorted(two_frames.items) == [("room:both", "hello all"), ("worker:two", "stop r1")]
     await two.unsubscribe("room:both")
-    await one.publish("room:both", "after")
-    await one.publish("worker:two", "marker")
+    await one.publish("room:both", event("after"))
+    await one.publish("worker:two", event("marker"))
     await two_frames.payload("worker:two", "marker")
     await one_frames.payload("room:both", "after")
     assert "after" not in two_frames.payloads("room:both")

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from hub.broker.base import BrokerError
+from hub.broker.base import BrokerError, Envelope, Kind
 from hub.broker.redis import RedisBroker
-from tests.broker.conftest import WAIT, Frames
+from tests.broker.conftest import WAIT, Frames, event
 from tests.support.redis_server import RedisServer
 
 FAST = {"op_timeout": 0.5, "ping_interval": 0.3, "ping_timeout": 0.3, "backoff_cap": 0.4}
@@ -65,7 +65,7 @@ async def test_crash_and_restart_on_the_same_port(server: RedisServer) -> None:
         await until(lambda: down(broker))
         await fails_fast(broker.append("room:a", '{"text":"lost"}'))
         await fails_fast(broker.history("room:a", None, 10))
-        await fails_fast(broker.publish("room:a", "x"))
+        await fails_fast(broker.publish("room:a", event("x")))
         await fails_fast(broker.replay("room:a", before.id))
         await fails_fast(broker.rate_take("k", 1.0, 1))
         await broker.subscribe("room:b")  # counted now, subscribed for real once back
@@ -76,8 +76,8 @@ async def test_crash_and_restart_on_the_same_port(server: RedisServer) -> None:
         assert broker.connected
         other, _ = await started(server.url)
         try:
-            await other.publish("room:a", "after restart")
-            await other.publish("room:b", "subscribed while down")
+            await other.publish("room:a", event("after restart"))
+            await other.publish("room:b", event("subscribed while down"))
             await frames.payload("room:a", "after restart")
             await frames.payload("room:b", "subscribed while down")
             after = await broker.append("room:a", '{"text":"new log"}')
@@ -89,7 +89,9 @@ async def test_crash_and_restart_on_the_same_port(server: RedisServer) -> None:
         assert fresh is not None and fresh.entries == []
         # The restart emptied Redis's script cache too: every scripted step loads it again.
         await broker.reply_begin("room:a", "r1", "w1", "{}", lease=10)
-        await broker.reply_delta("room:a", "r1", "hi", '{"type":"delta"}')
+        await broker.reply_delta(
+            "room:a", "r1", "hi", Envelope(Kind.DELTA, '{"type":"delta"}', reply="r1")
+        )
         await broker.reply_renew([("room:a", "r1")], lease=10)
         [reply] = await broker.inflight("room:a")
         assert reply.deltas == ["hi"] and reply.alive
@@ -109,7 +111,7 @@ async def test_graceful_stop_and_restart(server: RedisServer) -> None:
         server.start()
         await frames.until(lambda: frames.reconnects >= 1)
         await until(lambda: up(broker))
-        await broker.publish("room:a", "back")
+        await broker.publish("room:a", event("back"))
         await frames.payload("room:a", "back")
     finally:
         await broker.close()
@@ -119,7 +121,7 @@ async def test_frozen_server_is_noticed_by_the_watchdog(server: RedisServer) -> 
     broker, frames = await started(server.url)
     try:
         await broker.subscribe("room:a")
-        await broker.publish("room:a", "warm")
+        await broker.publish("room:a", event("warm"))
         await frames.payload("room:a", "warm")
 
         server.pause()  # the socket stays open; nothing answers, nothing errors
@@ -134,7 +136,7 @@ async def test_frozen_server_is_noticed_by_the_watchdog(server: RedisServer) -> 
         server.resume()
         await frames.until(lambda: frames.reconnects >= 1)
         await until(lambda: up(broker))
-        await broker.publish("room:a", "thawed")
+        await broker.publish("room:a", event("thawed"))
         await frames.payload("room:a", "thawed")
     finally:
         server.resume()
@@ -152,7 +154,7 @@ async def test_start_while_redis_is_down_then_comes_up() -> None:
             server.start()
             await frames.until(lambda: frames.reconnects >= 1)
             await until(lambda: up(broker))
-            await broker.publish("room:late", "hello")
+            await broker.publish("room:late", event("hello"))
             await frames.payload("room:late", "hello")
         finally:
             await broker.close()
@@ -178,9 +180,9 @@ async def test_close_cancels_every_task(server: RedisServer) -> None:
 async def test_on_frame_errors_do_not_stop_delivery(server: RedisServer) -> None:
     seen: list[str] = []
 
-    def flaky(topic: str, payload: str) -> None:
-        seen.append(payload)
-        if payload == "boom":
+    def flaky(topic: str, frame: Envelope) -> None:
+        seen.append(frame.payload)
+        if frame.payload == "boom":
             raise RuntimeError("handler bug")
 
     async def nothing() -> None:
@@ -190,8 +192,8 @@ async def test_on_frame_errors_do_not_stop_delivery(server: RedisServer) -> None
     await broker.start(flaky, nothing)
     try:
         await broker.subscribe("room:a")
-        await broker.publish("room:a", "boom")
-        await broker.publish("room:a", "fine")
+        await broker.publish("room:a", event("boom"))
+        await broker.publish("room:a", event("fine"))
         async with asyncio.timeout(WAIT):
             while "fine" not in seen:  # noqa: ASYNC110 (no event to wait on in this handler)
                 await asyncio.sleep(0.02)
