@@ -67,6 +67,8 @@ class _Reply:
     channel: str
     pieces: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    unsent: str = ""
+    """Text of deltas the broker refused (down): sent first, under the same seq, once it answers."""
     seq: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
@@ -208,6 +210,9 @@ class AssistantRunner:
             if state.pending:
                 await self._flush(state)
             if generator.done():
+                # Pieces that came while the last delta was being published go out too.
+                if state.pending:
+                    await self._flush(state)
                 if generator.cancelled():
                     raise _Stopped
                 exc = generator.exception()
@@ -220,17 +225,29 @@ class AssistantRunner:
         text = "".join(state.pending)
         state.pending.clear()
         state.pieces.append(text)
-        payload = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
-        frame = Envelope(Kind.DELTA, payload, reply=state.reply, seq=state.seq)
-        state.seq += 1
         for listener in state.listeners:
             listener(text)
+        state.unsent += text
+        await self._publish_unsent(state)
+
+    async def _publish_unsent(self, state: _Reply) -> bool:
+        """Publish the held text as the next delta; kept (same seq, no gap) while the broker is down."""
+        if not state.unsent:
+            return True
+        text = state.unsent
+        payload = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
+        frame = Envelope(Kind.DELTA, payload, reply=state.reply, seq=state.seq)
         try:
             await self.broker.reply_delta(state.channel, state.reply, text, frame)
-            self.metrics.deltas.inc()
         except BrokerError as exc:
-            # The final message carries the whole text, so a lost delta costs only smoothness.
-            log.warning("delta of %s not published: %s", state.reply, exc)
+            log.warning(
+                "delta %d of %s held until the broker answers: %s", state.seq, state.reply, exc
+            )
+            return False
+        state.unsent = ""
+        state.seq += 1
+        self.metrics.deltas.inc()
+        return True
 
     async def _finish(
         self, state: _Reply, reason: StopReason, usage: Usage | None, failure: LLMError | None
@@ -264,6 +281,8 @@ class AssistantRunner:
         delay = 0.1
         while True:
             try:
+                if not await self._publish_unsent(state):
+                    raise BrokerError("the held delta could not be published")
                 result = await self.broker.append(
                     state.channel, body, publish_as="done", finish_reply=state.reply
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from hub.broker.base import Replay
+from hub.broker.base import Envelope, Kind, Replay
 from hub.protocol import Delta, encode, frame_from_entry, parse_id
 
 
@@ -34,6 +34,16 @@ class Cursor:
             if reply in self.finished:
                 return False
             return int(frame.get("seq", 0)) >= self.next_seq.get(reply, 0)
+        return True
+
+    def admits_frame(self, frame: Envelope) -> bool:
+        """``admits`` for a broker frame, read off its envelope (catch-up after a broker blink)."""
+        if frame.stored:
+            return parse_id(frame.id) > self.last_id
+        if frame.kind is Kind.DELTA:
+            return frame.reply not in self.finished and frame.seq >= self.next_seq.get(
+                frame.reply, 0
+            )
         return True
 
 

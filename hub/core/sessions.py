@@ -101,12 +101,14 @@ class Sessions:
             for frame in replayed:
                 conn.send_now(frame)
             release(conn, cursors)
+            self.fanout.resumed(conn, cursors)
         await self.rooms.user_online(user.id, rooms)
         if not resume:
             await self._greet(user)
 
     async def close(self, conn: Connection) -> None:
         """Forget a connection; presence ends when the user's last connection here goes."""
+        self.fanout.forget(conn)
         for channel in list(conn.channels):
             await self.fanout.detach(conn, channel)
         if not self.registry.remove_user(conn):

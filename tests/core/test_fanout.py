@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hub.broker.base import Envelope, Kind
 from hub.broker.memory import MemoryBroker
+from hub.core.hub import Hub
+from hub.llm.echo import EchoLLM
+from hub.metrics import Metrics
 from hub.protocol import frame_from_entry
-from tests.core.conftest import CoreHub
+from tests.core.conftest import CoreHub, make_settings
 
 
 def stored(channel: str, entry_id: str, text: str) -> Envelope:
@@ -42,7 +46,7 @@ async def test_a_stored_frame_seen_before_is_not_delivered_again(core: CoreHub) 
 async def test_frames_that_are_not_stored_always_pass(core: CoreHub) -> None:
     _conn, sink = await core.open("ann")
     for seq in range(3):
-        payload = json.dumps({"type": "delta", "channel": "dm:ann", "reply": "r", "seq": 0})
+        payload = json.dumps({"type": "delta", "channel": "dm:ann", "reply": "r", "seq": seq})
         core.hub.fanout.deliver("dm:ann", Envelope(Kind.DELTA, payload, reply="r", seq=seq))
     await sink.until(lambda: len(sink.of("delta")) == 3)
 
@@ -60,3 +64,52 @@ async def test_catch_up_delivers_what_was_stored_while_frames_were_lost(core: Co
     await sink.until(lambda: len(sink.of("message")) == 3)
     await core.hub.fanout.catch_up()  # a second catch-up repeats nothing
     assert [f["text"] for f in sink.of("message")[1:]] == ["lost one", "lost two"]
+
+
+async def test_catch_up_delivers_the_deltas_streamed_while_frames_were_lost() -> None:
+    broker = MemoryBroker()
+    hub = Hub(make_settings(), broker, EchoLLM(0.01), Metrics())
+    await hub.start()
+    core = CoreHub(hub)
+    try:
+        conn, sink = await core.open("ann")
+        text = " ".join(f"w{i}" for i in range(40))
+        await hub.post(conn.user, "dm:ann", text, None)
+        await sink.until(lambda: len(sink.of("delta")) >= 2)
+        broker._subs.pop("dm:ann")  # the link is lost: deltas are kept but not heard
+        heard = len(sink.of("delta"))
+
+        async with asyncio.timeout(5):  # a few deltas streamed unheard
+            for _ in range(500):
+                if sum(len(s.deltas) for s in await broker.inflight("dm:ann")) >= heard + 3:
+                    break
+                await asyncio.sleep(0.01)
+        broker._subs["dm:ann"] = 1
+        await hub.fanout.catch_up()
+        (done,) = await sink.until(lambda: sink.of("done"))
+        deltas = sink.of("delta")
+        assert [d["seq"] for d in deltas] == list(range(len(deltas)))
+        assert "".join(d["text"] for d in deltas) == done["text"] == f"Echo: {text}"
+    finally:
+        for conn in core.conns:
+            conn.close(1000, "")
+        await hub.close()
+
+
+async def test_a_connection_resumed_during_a_blink_gets_nothing_twice(core: CoreHub) -> None:
+    _first, sink = await core.open("ann")
+    (greeting,) = await sink.until(lambda: sink.of("message"))
+    broker = core.hub.broker
+    assert isinstance(broker, MemoryBroker)
+    broker._subs.pop("dm:ann")  # the link is lost; a second tab opens meanwhile and resumes
+    for text in ("lost one", "lost two"):
+        await broker.append("dm:ann", json.dumps({"channel": "dm:ann", "text": text}))
+    _second, resumed = await core.open("ann", resume={"dm:ann": greeting["id"]})
+    await resumed.until(lambda: len(resumed.of("message")) == 2)
+    broker._subs["dm:ann"] = 1
+    await core.hub.fanout.catch_up()
+    await sink.until(lambda: len(sink.of("message")) == 3)
+    await core.hub.post(_second.user, "dm:ann", "after", None, ask=False)
+    await resumed.until(lambda: any(f["text"] == "after" for f in resumed.of("message")))
+    assert [f["text"] for f in resumed.of("message")] == ["lost one", "lost two", "after"]
+    assert [f["text"] for f in sink.of("message")[1:]] == ["lost one", "lost two", "after"]
