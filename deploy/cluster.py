@@ -88,7 +88,7 @@ WaitFor = Literal["healthy", "listening", "no"]
 class UpstreamTemplate:
     """What the local config takes from nginx.conf's upstream block."""
 
-    server_params: str  # e.g. "max_fails=1 fail_timeout=5s"
+    server_params: str  # e.g. "max_fails=0"
     other_directives: tuple[str, ...]  # e.g. ("keepalive 16",)
 
 

@@ -81,7 +81,7 @@ async def test_kill_and_restart_a_worker(cluster: Cluster) -> None:
     assert set(await workers_behind_nginx(cluster, 4)) == {"hub2"}  # nginx skips the dead one
     await asyncio.to_thread(cluster.start_worker, 0)
     assert cluster.health(0) == 200
-    # nginx leaves a failed worker out for fail_timeout (5 s), then sends to it again.
+    # No passive failure marking (max_fails=0): nginx sends to it again at once.
     for _ in range(40):
         if "hub1" in await workers_behind_nginx(cluster, 2):
             break
