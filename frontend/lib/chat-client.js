@@ -12,6 +12,7 @@ import { newRef, splitChannel } from "./ids.js";
 import { ChatStore } from "./store.js";
 
 const HISTORY_PAGE = 50;
+const MEMBERS_PAGE = 200; // the most the hub gives per members page
 
 export class ChatClient extends EventTarget {
   /** @param {{hub: string, token: () => string|null, user: object|null}} opts */
@@ -22,6 +23,7 @@ export class ChatClient extends EventTarget {
     this.rooms = []; // names of rooms the user is in, in order
     this._historyRefs = new Map(); // ref -> {channel, older}
     this._joinRefs = new Map(); // ref -> room (joins this tab asked for: open them)
+    this._memberRefs = new Map(); // ref -> room of a members page on its way
     this._firstWelcome = true;
     this.conn = new Connection({ url: wsUrlFor(hub), token, resume: () => this.store.resumePoints() });
     this.conn.addEventListener("frame", (ev) => this._onFrame(ev.detail.frame));
@@ -76,6 +78,18 @@ export class ChatClient extends EventTarget {
     this._emit("history-status", { channel });
   }
 
+  /** The next page of who is online in a room (the first one when none is held). */
+  requestMembers(room) {
+    const roster = this.store.channel(`room:${room}`).roster;
+    if (roster.loadingMore) return;
+    const frame = { type: "members", room, limit: MEMBERS_PAGE, ref: newRef() };
+    const after = roster.loaded ? roster.lastId() : null;
+    if (after) frame.after = after;
+    if (!this.conn.send(frame)) return;
+    this._memberRefs.set(frame.ref, room);
+    this.store.membersRequested(room);
+  }
+
   /** Show the user's text at once and send it; kept until acked. */
   send(channel, text) {
     const ref = newRef();
@@ -126,8 +140,11 @@ export class ChatClient extends EventTarget {
       case "left":
         return this._onLeft(f.room);
       case "presence":
-        this.store.setMembers(f.room, f.members);
+        // A diff before any snapshot (the list is unknown here): ask for the first page.
+        if (!this.store.applyPresence(f.room, f)) this.requestMembers(f.room);
         return;
+      case "members":
+        return this._onMembers(f);
       case "error":
         return this._onError(f);
       default:
@@ -149,6 +166,8 @@ export class ChatClient extends EventTarget {
     for (const name of this.rooms) if (!rooms.includes(name)) this.store.drop(`room:${name}`);
     this.rooms = rooms;
     this._historyRefs.clear();
+    for (const room of this._memberRefs.values()) this.store.applyMembersPage(room, null);
+    this._memberRefs.clear();
     for (const ch of new Set([dm, ...channels])) {
       if (resumed[ch] === true) continue; // every missed message is being replayed
       this.store.clearChannel(ch);
@@ -171,13 +190,19 @@ export class ChatClient extends EventTarget {
     const room = f.room;
     if (!this.rooms.includes(room)) this.rooms = [...this.rooms, room];
     const channel = `room:${room}`;
-    this.store.setMembers(room, f.members);
+    this.store.applyPresence(room, f);
     this.store.mergeHistory(channel, f.history ?? [], (f.history ?? []).length > 0);
     const mine = f.ref && this._joinRefs.has(f.ref);
     if (mine) this._joinRefs.delete(f.ref);
     const open = mine || [...this._joinRefs.values()].includes(room);
     if (open) for (const [ref, r] of this._joinRefs) if (r === room) this._joinRefs.delete(ref);
     this._emit("joined", { room, open });
+  }
+
+  _onMembers(f) {
+    const room = (f.ref && this._memberRefs.get(f.ref)) || f.room;
+    if (f.ref) this._memberRefs.delete(f.ref);
+    this.store.applyMembersPage(room, f);
   }
 
   _onLeft(room) {
@@ -195,6 +220,11 @@ export class ChatClient extends EventTarget {
         if (this.store.has(req.channel)) this.store.channel(req.channel).loadingOlder = false;
       }
       if (f.ref) this._joinRefs.delete(f.ref);
+      const membersOf = f.ref && this._memberRefs.get(f.ref);
+      if (membersOf) {
+        this._memberRefs.delete(f.ref);
+        this.store.applyMembersPage(membersOf, null);
+      }
       if (f.ref) {
         const text = describeError(f);
         this.store.failPending(f.ref, `${text.title}. ${text.message}`.trim());

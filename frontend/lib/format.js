@@ -21,6 +21,13 @@ export function isoTime(ts) {
   return ts ? new Date(ts).toISOString() : "";
 }
 
+const countFmt = new Intl.NumberFormat();
+
+/** 13731 -> "13,731" (in the reader's locale). */
+export function formatCount(n) {
+  return countFmt.format(n);
+}
+
 /** A title and a sentence for an error frame; the server's message says what to do. */
 export function describeError(frame) {
   const after = frame.retry_after ? ` Try again in ${Math.ceil(frame.retry_after)} s.` : "";

@@ -1,11 +1,13 @@
 // What the client knows about each channel: its messages (deduplicated by id),
 // replies still streaming (deduplicated by (reply, seq)), the user's own sends
-// not yet stored, the last id seen (for resume) and the room's presence.
+// not yet stored, the last id seen (for resume) and, for a room, who is online.
 //
 // The store holds data only; it says what changed with a "change" event
-// ({channel, kind}) and the view decides how to draw it.
+// ({channel, kind}; for kind "presence" also `change`: {added, removed} or
+// {reset: true}) and the view decides how to draw it.
 
 import { compareIds, maxId } from "./ids.js";
+import { Roster } from "./roster.js";
 
 /** One line in a channel, whatever its origin (stored, streaming or pending). */
 function makeItem(fields) {
@@ -39,7 +41,7 @@ class ChannelState {
     this.loaded = false; // history (or a resume) has filled this channel
     this.loadingOlder = false;
     this.unread = 0;
-    this.members = [];
+    this.roster = new Roster(); // a room's online members
     this._sorted = null;
   }
 }
@@ -287,10 +289,38 @@ export class ChatStore extends EventTarget {
     return first ? first.id : null;
   }
 
-  setMembers(room, members) {
+  /**
+   * A `joined` or `presence` frame: a snapshot (`members`, no `joins`/`leaves`,
+   * as v1 servers send too) or a diff. Returns false for a diff that came before
+   * any snapshot (the list is unknown: ask for a page).
+   */
+  applyPresence(room, frame) {
     const ch = this.channel(`room:${room}`);
-    ch.members = Array.isArray(members) ? members : [];
-    this._emit(ch.name, "presence");
+    const diff = Array.isArray(frame.joins) || Array.isArray(frame.leaves);
+    if (!diff && !Array.isArray(frame.members)) return true;
+    const known = ch.roster.loaded;
+    let change = { reset: true };
+    if (diff) change = ch.roster.apply(frame);
+    else ch.roster.snapshot(frame);
+    this._emit(ch.name, "presence", { change });
+    return !diff || known;
+  }
+
+  /** A `members` page (or its failure, with `frame` null). */
+  applyMembersPage(room, frame) {
+    const ch = this.channels.get(`room:${room}`);
+    if (!ch) return; // left meanwhile
+    let change = { added: [], removed: [] };
+    if (frame) change = ch.roster.page(frame);
+    else ch.roster.loadingMore = false;
+    this._emit(ch.name, "presence", { change });
+  }
+
+  /** A page of members was asked for: say so on screen. */
+  membersRequested(room) {
+    const ch = this.channel(`room:${room}`);
+    ch.roster.loadingMore = true;
+    this._emit(ch.name, "presence", { change: { added: [], removed: [] } });
   }
 
   _finish(ch, reply, id) {
@@ -303,7 +333,7 @@ export class ChatStore extends EventTarget {
     if (emit) this._emit(ch.name, kind);
   }
 
-  _emit(channel, kind) {
-    this.dispatchEvent(new CustomEvent("change", { detail: { channel, kind } }));
+  _emit(channel, kind, extra = {}) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { channel, kind, ...extra } }));
   }
 }

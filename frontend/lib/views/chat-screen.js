@@ -3,7 +3,7 @@
 // redraws what a store change touches (the message list at most once a frame).
 
 import { h } from "../dom.js";
-import { describeError } from "../format.js";
+import { describeError, formatCount } from "../format.js";
 import { ROOM_RE, splitChannel } from "../ids.js";
 import { ComposerView } from "./composer.js";
 import { HeaderView } from "./header.js";
@@ -36,7 +36,7 @@ export class ChatScreen {
   }
 
   _build() {
-    this.members = new MembersView();
+    this.members = new MembersView({ onMore: () => this._moreMembers() });
     this.sidebar = new SidebarView(
       {
         onOpen: (channel) => this.activate(channel),
@@ -150,6 +150,11 @@ export class ChatScreen {
     this.client?.retry(item);
   }
 
+  _moreMembers() {
+    const { kind, name } = splitChannel(this.active ?? "");
+    if (kind === "room" && this.client?.conn.isOpen) this.client.requestMembers(name);
+  }
+
   _maybeLoadOlder() {
     const client = this.client;
     if (!client || !this.active || !client.conn.isOpen) return;
@@ -232,10 +237,12 @@ export class ChatScreen {
     this.sidebar.renderMe({ id: user?.id, name: user?.name ?? name, guest });
   }
 
-  _onStoreChange({ channel, kind }) {
+  _onStoreChange({ channel, kind, change }) {
     if (kind === "presence") {
-      if (channel === this.active) this._renderPresence();
-      return;
+      if (channel !== this.active) return;
+      if (!change || change.reset) return this._renderPresence();
+      this.members.apply(this.client.store.channel(channel).roster, change);
+      return this._renderHeader();
     }
     if (channel !== this.active) return;
     this._renderKinds.add(kind);
@@ -260,8 +267,8 @@ export class ChatScreen {
     const { kind, name } = splitChannel(this.active ?? "");
     const room = kind === "room" ? name : null;
     if (room) {
-      const n = this.client?.store.channel(this.active).members.length ?? 0;
-      this.header.setTitle(`#${room}`, n ? `${n} online` : "Room");
+      const n = this.client?.store.channel(this.active).roster.online ?? 0;
+      this.header.setTitle(`#${room}`, n ? `${formatCount(n)} online` : "Room");
     } else {
       this.header.setTitle("Assistant", "Private chat");
     }
@@ -282,7 +289,7 @@ export class ChatScreen {
   _renderPresence() {
     const { kind, name } = splitChannel(this.active ?? "");
     if (kind !== "room" || !this.client) return this.members.hide();
-    this.members.render(name, this.client.store.channel(this.active).members, this.client.user?.id);
+    this.members.render(name, this.client.store.channel(this.active).roster, this.client.user?.id);
     this._renderHeader();
   }
 

@@ -44,8 +44,9 @@ export class HeaderView {
   }
 
   setTitle(title, subtitle) {
-    this.title.textContent = title;
-    this.subtitle.textContent = subtitle;
+    // Unchanged text is left alone: presence diffs ask often, screen readers notice writes.
+    if (this.title.textContent !== title) this.title.textContent = title;
+    if (this.subtitle.textContent !== subtitle) this.subtitle.textContent = subtitle;
   }
 
   setDrawerOpen(open) {
