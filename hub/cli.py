@@ -73,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(settings: Settings) -> int:
     """Run until SIGINT or SIGTERM, then drain: clients are told to reconnect elsewhere (1012)."""
+    from hub.web.access_log import AccessLogger
     from hub.web.app import create_app
 
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.drain_timeout, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.drain_timeout,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

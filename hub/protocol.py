@@ -164,6 +164,8 @@ class Welcome(_Frame):
     channels: list[str]
     limits: Limits
     resumed: dict[str, bool] = {}
+    last_ids: dict[str, str] = {}
+    """Newest stored id of each channel not resumed, so a fresh client can resume later."""
     ref: str | None = None
 
 

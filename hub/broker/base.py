@@ -246,5 +246,17 @@ class RateLimits(Protocol):
         ...
 
 
-class Broker(PubSub, ChannelLog, Replies, Rooms, Presence, RateLimits, Protocol):
+class Tickets(Protocol):
+    """One-slot values that expire and are read once (single-use SSE tickets)."""
+
+    async def ticket_put(self, key: str, value: str, ttl: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl`` seconds."""
+        ...
+
+    async def ticket_take(self, key: str) -> str | None:
+        """The value under ``key``, removed in the same step; None when absent or expired."""
+        ...
+
+
+class Broker(PubSub, ChannelLog, Replies, Rooms, Presence, RateLimits, Tickets, Protocol):
     """Everything workers share; see the module docstring for the vocabulary."""

@@ -45,6 +45,7 @@ class MemoryBroker:
         self._rooms: dict[str, set[str]] = defaultdict(set)
         self._presence: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._tickets: dict[str, tuple[str, float]] = {}
 
     async def start(self, on_frame: FrameHandler, on_reconnect: ReconnectHandler) -> None:
         self._on_frame = on_frame
@@ -212,3 +213,13 @@ class MemoryBroker:
             return 0.0
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / rate
+
+    async def ticket_put(self, key: str, value: str, ttl: float) -> None:
+        now = time.monotonic()
+        for old in [k for k, (_v, until) in self._tickets.items() if until <= now]:
+            del self._tickets[old]
+        self._tickets[key] = (value, now + ttl)
+
+    async def ticket_take(self, key: str) -> str | None:
+        value, until = self._tickets.pop(key, ("", 0.0))
+        return value if until > time.monotonic() else None

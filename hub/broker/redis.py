@@ -359,3 +359,12 @@ class RedisBroker:
         async with self._guard("check a rate limit"):
             wait = await self._rate_take(keys=[self._names.rate(key)], args=[rate, burst])
         return float(wait)
+
+    async def ticket_put(self, key: str, value: str, ttl: float) -> None:
+        async with self._guard("store a ticket"):
+            await self._redis.set(self._names.ticket(key), value, px=_ms(ttl))
+
+    async def ticket_take(self, key: str) -> str | None:
+        async with self._guard("read a ticket"):
+            value = await self._redis.getdel(self._names.ticket(key))
+        return None if value is None else str(value)

@@ -70,3 +70,7 @@ class RedisNames:
     def rate(self, key: str) -> str:
         """Hash holding a token bucket: ``tokens`` and ``ts`` (s, Redis clock)."""
         return f"{self.prefix}:rate:{key}"
+
+    def ticket(self, key: str) -> str:
+        """A single-use ticket (one key, read and deleted in one GETDEL)."""
+        return f"{self.prefix}:ticket:{key}"

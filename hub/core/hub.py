@@ -22,6 +22,7 @@ from hub.core.registry import Registry
 from hub.core.rooms import RoomService
 from hub.core.sessions import Sessions
 from hub.core.tasks import Tasks
+from hub.core.tickets import issue_ticket, redeem_ticket
 from hub.core.topics import command, parse_topic, read_command, worker_topic
 from hub.core.watchdog import Watchdog
 from hub.errors import UNAVAILABLE, CloseCode, ErrorCode, FrameError
@@ -144,6 +145,14 @@ class Hub:
     async def close_session(self, conn: Connection) -> None:
         """Forget a connection (see ``Sessions.close``)."""
         await self.sessions.close(conn)
+
+    async def issue_ticket(self, user: User) -> str:
+        """A single-use ticket for an event stream (see ``hub.core.tickets``)."""
+        return await issue_ticket(self.broker, user)
+
+    async def redeem_ticket(self, ticket: str) -> User | None:
+        """The user of a ticket, used up now; None when it is unknown, used or expired."""
+        return await redeem_ticket(self.broker, ticket)
 
     # -- client frames -------------------------------------------------------------------
     async def handle(self, conn: Connection, frame: ClientFrame) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from hub.broker.base import Envelope, Kind, Replay
+from hub.broker.base import Envelope, InflightReply, Kind, Replay
 from hub.protocol import Delta, encode, frame_from_entry, parse_id
 
 
@@ -57,10 +57,17 @@ def replay_frames(channel: str, after: str, replay: Replay) -> tuple[list[str], 
         reply = json.loads(entry.body).get("reply")
         if reply:
             cursor.finished.add(str(reply))
-    for state in replay.replies:
+    frames.extend(inflight_frames(channel, replay.replies, cursor))
+    return frames, cursor
+
+
+def inflight_frames(channel: str, replies: list[InflightReply], cursor: Cursor) -> list[str]:
+    """Every reply still streaming, as deltas from seq 0; the cursor then skips live repeats."""
+    frames: list[str] = []
+    for state in replies:
         if state.reply in cursor.finished:
             continue
         for seq, text in enumerate(state.deltas):
             frames.append(encode(Delta(channel=channel, reply=state.reply, seq=seq, text=text)))
         cursor.next_seq[state.reply] = len(state.deltas)
-    return frames, cursor
+    return frames

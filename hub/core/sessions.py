@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Protocol
 
-from hub.broker.base import BrokerError, ChannelLog, PubSub, Rooms
+from hub.broker.base import BrokerError, ChannelLog, PubSub, Replay, Replies, Rooms
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
 from hub.core.registry import Registry
-from hub.core.resume import Cursor, replay_frames
+from hub.core.resume import Cursor, inflight_frames, replay_frames
 from hub.core.rooms import RoomService
 from hub.core.topics import user_topic
 from hub.core.watchdog import Watchdog
@@ -25,14 +24,17 @@ from hub.protocol import (
     encode,
     entry_body,
     now_ms,
+    parse_id,
     room_channel,
 )
 from hub.settings import Settings
 
 SYSTEM = Author(id="system", name="Hub", role="system")
+GREETING_TTL = 30 * 86400.0
+"""Seconds the greeting's dedupe key lives (a dm never empties again once greeted)."""
 
 
-class SessionBroker(PubSub, ChannelLog, Rooms, Protocol):
+class SessionBroker(PubSub, ChannelLog, Replies, Rooms, Protocol):
     """The broker roles sessions use."""
 
 
@@ -65,8 +67,9 @@ class Sessions:
         )
 
     async def open(self, conn: Connection, resume: dict[str, str] | None) -> None:
-        """Welcome a signed-in connection: channels, resume, then live frames, then a greeting."""
+        """Welcome a signed-in connection: channels, resume or replies in flight, then live frames."""
         user = conn.user
+        resume = resume or {}
         async with self.registry.lock(conn):
             conn.hold()
             if self.registry.add_user(conn):
@@ -76,35 +79,71 @@ class Sessions:
             for channel in channels:
                 await self.fanout.attach(conn, channel)
             resumed: dict[str, bool] = {}
-            replayed: list[str] = []
+            frames: list[str] = []
             cursors: dict[str, Cursor] = {}
-            for channel, after in (resume or {}).items():
+            for channel, after in resume.items():
                 replay = await self.broker.replay(channel, after) if channel in channels else None
-                frames: list[str] = []
-                if replay is not None:
-                    frames, cursors[channel] = replay_frames(channel, after, replay)
-                    for state in replay.replies:
-                        self.watchdog.watch(channel, state)
-                ok = replay is not None and len(frames) <= self.settings.outbound_queue // 2
+                ok = replay is not None and self._resume(channel, after, replay, frames, cursors)
                 resumed[channel] = ok
                 self.metrics.resumes.labels("ok" if ok else "reload").inc()
-                if ok:
-                    replayed.extend(frames)
+            last_ids: dict[str, str] = {}
+            for channel in channels:
+                if not resumed.get(channel):
+                    await self._catch_up(channel, frames, cursors, last_ids)
+            dm = dm_channel(user.id)
+            if not resumed.get(dm) and dm not in last_ids:
+                await self._greet(user)
             welcome = Welcome(
                 user=user,
                 worker=self.settings.worker_id,
                 channels=channels,
                 limits=self.limits,
                 resumed=resumed,
+                last_ids=last_ids,
             )
             conn.send_now(encode(welcome))
-            for frame in replayed:
+            for frame in frames:
                 conn.send_now(frame)
             release(conn, cursors)
             self.fanout.resumed(conn, cursors)
         await self.rooms.user_online(user.id, rooms)
-        if not resume:
-            await self._greet(user)
+
+    def _resume(
+        self,
+        channel: str,
+        after: str,
+        replay: Replay,
+        frames: list[str],
+        cursors: dict[str, Cursor],
+    ) -> bool:
+        """Queue what a resuming client missed in a channel, unless it is too much to replay."""
+        missed, cursor = replay_frames(channel, after, replay)
+        if len(missed) > self.settings.outbound_queue // 2:
+            return False
+        for state in replay.replies:
+            self.watchdog.watch(channel, state)
+        frames.extend(missed)
+        cursors[channel] = cursor
+        return True
+
+    async def _catch_up(
+        self,
+        channel: str,
+        frames: list[str],
+        cursors: dict[str, Cursor],
+        last_ids: dict[str, str],
+    ) -> None:
+        """A channel the client starts afresh: its newest id, and replies in flight from seq 0."""
+        latest, _more = await self.broker.history(channel, None, 1)
+        cursor = Cursor((0, 0))
+        if latest:
+            last_ids[channel] = latest[-1].id
+            cursor.last_id = parse_id(latest[-1].id)
+        replies = await self.broker.inflight(channel)
+        for state in replies:
+            self.watchdog.watch(channel, state)
+        frames.extend(inflight_frames(channel, replies, cursor))
+        cursors[channel] = cursor
 
     async def close(self, conn: Connection) -> None:
         """Forget a connection; presence ends when the user's last connection here goes."""
@@ -118,14 +157,18 @@ class Sessions:
             await self.rooms.user_offline(conn.user.id)
 
     async def _greet(self, user: User) -> None:
-        """Speak first on a fresh session, unless the last thing said in the dm was a greeting."""
+        """Speak first, once per user: on their first session ever (their dm is still empty).
+
+        Called while the session holds its frames, before ``welcome``: no question of the
+        user's can be stored ahead of it, so it never lands between a question and its answer.
+        The dedupe key keeps two first tabs opened at once from greeting twice.
+        """
         channel = dm_channel(user.id)
-        latest, _more = await self.broker.history(channel, None, 1)
-        if latest and json.loads(latest[-1].body).get("author", {}).get("id") == SYSTEM.id:
-            return
         text = (
             f"Hi {user.name}! Ask me anything here. To talk with other people, join a room; "
             "mention @assistant there when you want me to answer."
         )
         body = Message(channel=channel, id="0-0", author=SYSTEM, text=text, ts=now_ms())
-        await self.broker.append(channel, entry_body(body))
+        await self.broker.append(
+            channel, entry_body(body), dedupe=f"greeting:{user.id}", dedupe_ttl=GREETING_TTL
+        )

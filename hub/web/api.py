@@ -26,7 +26,7 @@ from hub.protocol import (
 )
 from hub.web.auth import request_user, require_api_key
 from hub.web.keys import HUB, METRICS, SETTINGS
-from hub.web.sse import sse_response, sse_write
+from hub.web.sse import event_stream, finish
 
 CHAT_TIMEOUT = 300.0
 """Longest a non-streaming /api/chat waits for the reply before answering 503."""
@@ -127,7 +127,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"id": result.id, "duplicate": True})
     if not body.stream:
         return await _chat_json(queue, result.id)
-    response = await sse_response(request)
+    response = await event_stream(request)
     try:
         async for item in _reply_items(queue):
             if isinstance(item, str):
@@ -142,11 +142,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
                         "message_id": result.id,
                     }
                 }
-            await sse_write(response, json.dumps(event))
+            await response.send(json.dumps(event))
     except TimeoutError:
         timeout = {"code": "llm_unavailable", "message": "The reply took too long."}
-        await sse_write(response, json.dumps({"error": timeout}))
-    await sse_write(response, "[DONE]")
+        await response.send(json.dumps({"error": timeout}))
+    await response.send("[DONE]")
+    await finish(response)
     return response
 
 

@@ -1,80 +1,72 @@
-"""Server-Sent Events: ``GET /api/events`` carries the /ws frames for clients that cannot upgrade."""
+"""``GET /api/events``: the /ws frames as Server-Sent Events, for clients that cannot upgrade.
+
+Every event is named after its frame and carries an id (see ``event_ids``), so a browser's
+``EventSource`` resumes with ``Last-Event-ID`` and shows nothing twice and misses nothing.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse
 
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
-from hub.errors import CloseCode
-from hub.protocol import CHANNEL_RE, STREAM_ID_RE, stored_id
-from hub.web.auth import request_user
+from hub.errors import UNAVAILABLE, CloseCode
+from hub.web.event_ids import StreamPosition
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.origin import origin_allowed
+from hub.web.tickets import stream_user
 
-KEEPALIVE_SECONDS = 15.0
+PING_SECONDS = 15.0
+"""A comment line this often keeps proxies from closing an idle stream."""
+RETRY_MS = 1000
+"""How long a browser waits before reconnecting (sent once, in the first event)."""
 
 
-async def sse_response(request: web.Request) -> web.StreamResponse:
+def last_event_id(request: web.Request) -> str:
+    """The header a reconnecting EventSource sends, or ``?last_event_id=`` for a new one."""
+    return request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
+
+
+async def event_stream(request: web.Request) -> EventSourceResponse:
     """Start an event stream that proxies must not buffer."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    response = EventSourceResponse(ping_interval=PING_SECONDS, allow_all_methods=True, sep="\n")
     await response.prepare(request)
     return response
 
 
-async def sse_write(response: web.StreamResponse, data: str, event_id: str | None = None) -> None:
-    """Write one event; ``data`` must be a single line (JSON is)."""
-    head = f"id: {event_id}\n" if event_id else ""
-    await response.write(f"{head}data: {data}\n\n".encode())
-
-
-def encode_cursor(cursor: dict[str, str]) -> str:
-    """Last ids per channel as one Last-Event-ID: ``dm:a=1-0,room:x=5-2``."""
-    return ",".join(f"{channel}={last}" for channel, last in sorted(cursor.items()))
-
-
-def decode_cursor(value: str) -> dict[str, str]:
-    """Read a Last-Event-ID back, ignoring parts that are not channel=id."""
-    cursor: dict[str, str] = {}
-    for part in value.split(",")[:200]:
-        channel, _, last = part.strip().partition("=")
-        if CHANNEL_RE.match(channel) and STREAM_ID_RE.match(last):
-            cursor[channel] = last
-    return cursor
+async def finish(response: EventSourceResponse) -> None:
+    """Stop pinging and end the stream (the client may already be gone)."""
+    response.stop_streaming()
+    with contextlib.suppress(Exception):
+        await response.wait()
 
 
 class SseSink:
-    """Writes frames as events, stamping message ids so the browser's Last-Event-ID resumes."""
+    """Writes the frames the client lacks as named events, each with its stream position."""
 
-    def __init__(self, response: web.StreamResponse, cursor: dict[str, str]) -> None:
+    def __init__(self, response: EventSourceResponse, position: StreamPosition) -> None:
         self.response = response
-        self.cursor = dict(cursor)
-        self.closed = asyncio.Event()
+        self.position = position
+        self._retry: int | None = RETRY_MS
 
     async def send(self, payload: str) -> None:
-        event_id = None
-        message_id = stored_id(payload)
-        if message_id is not None:
-            self.cursor[json.loads(payload)["channel"]] = message_id
-            event_id = encode_cursor(self.cursor)
-        await sse_write(self.response, payload, event_id)
+        frame = json.loads(payload)
+        if not self.position.admit(frame):
+            return
+        retry, self._retry = self._retry, None
+        await self.response.send(
+            payload, id=self.position.encode(), event=str(frame.get("type")), retry=retry
+        )
 
     async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.response.write(
-                f"event: close\ndata: {json.dumps({'code': code, 'reason': reason})}\n\n".encode()
-            )
-        self.closed.set()
+        with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+            body = json.dumps({"code": code, "reason": reason})
+            await self.response.send(body, id=self.position.encode(), event="close")
+        self.response.stop_streaming()
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -82,21 +74,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     settings, hub = request.app[SETTINGS], request.app[HUB]
     if not origin_allowed(request, settings):
         raise web.HTTPForbidden(text="This page's origin may not connect.")
-    user = request_user(request)
-    cursor = decode_cursor(request.headers.get("Last-Event-ID", ""))
-    response = await sse_response(request)
-    sink = SseSink(response, cursor)
-    conn = Connection(user, sink, settings.outbound_queue, transport="sse")
+    user = await stream_user(request)
+    position = StreamPosition.decode(last_event_id(request))
+    resume = dict(position.cursor) or None
+    response = await event_stream(request)
+    conn = Connection(user, SseSink(response, position), settings.outbound_queue, transport="sse")
     conn.start()
     metrics = request.app[METRICS]
     metrics.connections.labels("sse").inc()
     try:
-        await hub.open_session(conn, cursor or None)
-        while not sink.closed.is_set() and not conn.closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(sink.closed.wait(), KEEPALIVE_SECONDS)
-            if not sink.closed.is_set():
-                await response.write(b": keepalive\n\n")
+        await hub.open_session(conn, resume)
+        await response.wait()
+    except BrokerError:
+        hub.send_error(conn, "unavailable", UNAVAILABLE, None, 1.0)
+        conn.close(CloseCode.TRY_AGAIN, "message store unreachable; reconnect later")
     except (ConnectionError, RuntimeError):
         pass
     finally:
@@ -105,4 +96,5 @@ async def events(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(BrokerError):
             await hub.close_session(conn)
         await conn.wait_closed(2.0)
+        await finish(response)
     return response

@@ -461,3 +461,15 @@ async def test_rate_take_is_a_token_bucket(backend: Backend) -> None:
         return await broker.rate_take("u:fast", rate=50.0, burst=1) == 0
 
     await eventually(refilled)
+
+
+# -- tickets ------------------------------------------------------------------------------
+async def test_a_ticket_is_read_once_and_expires(backend: Backend) -> None:
+    broker, _ = await backend.make()
+    await broker.ticket_put("t1", "alice", ttl=30)
+    await broker.ticket_put("t2", "bob", ttl=0.05)
+    assert await broker.ticket_take("t1") == "alice"
+    assert await broker.ticket_take("t1") is None
+    assert await broker.ticket_take("never") is None
+    await asyncio.sleep(0.2)
+    assert await broker.ticket_take("t2") is None

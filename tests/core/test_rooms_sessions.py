@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from hub.broker.base import Envelope, Kind
 from hub.errors import FrameError
-from hub.protocol import Join, Leave, Send
+from hub.protocol import Delta, Join, Leave, Send, encode
 from tests.core.conftest import CoreHub, ListSink
 
 
@@ -20,7 +23,28 @@ async def test_a_fresh_session_is_welcomed_and_greeted_once(core: CoreHub) -> No
     await sink.until(lambda: sink.of("message"))
     await core.open("ann")
     entries, _more = await core.hub.broker.history("dm:ann", None, 10)
-    assert len(entries) == 1  # the second fresh session found the greeting last and said nothing
+    assert len(entries) == 1  # the second fresh session found the dm not empty and said nothing
+
+
+async def test_the_greeting_never_lands_between_a_question_and_its_answer(core: CoreHub) -> None:
+    conn, sink = await core.open("ann")
+    await core.hub.post(conn.user, "dm:ann", "a question", None, ask=False)
+    await sink.until(lambda: len(sink.of("message")) == 2)
+    _again, again = await core.open("ann")  # a reload before the answer came
+    assert again.of("welcome")[0]["last_ids"] == {"dm:ann": sink.of("message")[1]["id"]}
+    entries, _more = await core.hub.broker.history("dm:ann", None, 10)
+    assert [json.loads(e.body)["text"] for e in entries][1:] == ["a question"]
+
+
+async def test_a_fresh_session_gets_replies_in_flight_from_their_start(core: CoreHub) -> None:
+    broker = core.hub.broker
+    await broker.reply_begin("dm:ann", "r1", "w1", "{}", lease=30)
+    for seq, piece in enumerate(["Once ", "upon "]):
+        delta = Delta(channel="dm:ann", reply="r1", seq=seq, text=piece)
+        await broker.reply_delta("dm:ann", "r1", piece, Envelope(Kind.DELTA, encode(delta)))
+    _conn, sink = await core.open("ann")
+    assert [(d["seq"], d["text"]) for d in sink.of("delta")] == [(0, "Once "), (1, "upon ")]
+    assert sink.frames[0]["type"] == "welcome"
 
 
 async def test_resume_replays_exactly_what_came_after(core: CoreHub) -> None:
