@@ -75,6 +75,7 @@ async def _serve(settings: Settings) -> int:
     """Run until SIGINT or SIGTERM, then drain: clients are told to reconnect elsewhere (1012)."""
     from hub.web.access_log import AccessLogger
     from hub.web.app import create_app
+    from hub.web.security import runner_options
 
     app = create_app(settings)
     runner = web.AppRunner(
@@ -82,6 +83,7 @@ async def _serve(settings: Settings) -> int:
         shutdown_timeout=settings.drain_timeout,
         handle_signals=False,
         access_log_class=AccessLogger,
+        **runner_options(settings),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

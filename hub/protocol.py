@@ -7,7 +7,7 @@ import re
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from hub.errors import ErrorCode, FrameError
 
@@ -15,10 +15,28 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ROOM_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 CHANNEL_RE = re.compile(r"^(dm:[A-Za-z0-9_.-]{1,64}|room:[a-z0-9_-]{1,64})$")
 STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+ROOM_GRANT_RE = re.compile(r"^[a-z0-9_-]{1,64}\*?$|^\*$")
+"""A token's room grant: a room name, a prefix ending in ``*``, or ``*`` for every room."""
+_ID_PART_MAX = 2**64 - 1
+
+
+def valid_stream_id(value: str) -> bool:
+    """``ms-seq`` with both parts unsigned 64-bit numbers, as Redis Streams accept."""
+    if not STREAM_ID_RE.fullmatch(value):
+        return False
+    ms, seq = parse_id(value)
+    return ms <= _ID_PART_MAX and seq <= _ID_PART_MAX
+
+
+def _check_stream_id(value: str) -> str:
+    if not valid_stream_id(value):
+        raise ValueError("must be a message id 'ms-seq' of two numbers below 2^64")
+    return value
+
 
 RoomName = Annotated[str, Field(pattern=ROOM_RE.pattern)]
 ChannelName = Annotated[str, Field(pattern=CHANNEL_RE.pattern)]
-MessageId = Annotated[str, Field(pattern=STREAM_ID_RE.pattern)]
+MessageId = Annotated[str, Field(max_length=41), AfterValidator(_check_stream_id)]
 Ref = Annotated[str, Field(min_length=1, max_length=128)]
 
 Role = Literal["user", "assistant", "system"]
@@ -104,6 +122,8 @@ def parse_client_frame(raw: str) -> ClientFrame:
     """Parse one text frame, raising FrameError with a sentence a person can act on."""
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise FrameError("bad_frame", "Frames must not nest this deeply.") from None
     except ValueError:
         raise FrameError(
             "bad_frame", "Frames must be JSON objects; this one is not JSON."
@@ -134,6 +154,11 @@ def describe_validation(exc: ValidationError) -> str:
 class User(_Frame):
     id: str
     name: str
+    # What the token says beyond who: never sent to clients.
+    guest: bool = Field(False, exclude=True)
+    rooms: tuple[str, ...] | None = Field(None, exclude=True)
+    issued: int = Field(0, exclude=True)
+    expires: int = Field(0, exclude=True)
 
 
 class Author(_Frame):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from typing import Annotated, Literal
 
@@ -13,6 +14,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 log = logging.getLogger(__name__)
 
 LLMName = Literal["echo", "anthropic", "openai"]
+
+MIN_SECRET_BYTES = 32
+"""Shorter HS256 secrets can be brute-forced offline from a single token."""
+_HIDDEN = ("secret", "api_key", "openai_api_key", "metrics_key")
+"""Settings whose value is never echoed in an error message."""
 
 
 class SettingsError(Exception):
@@ -33,8 +39,12 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = []
     api_key: SecretStr | None = None
     token_ttl: int = Field(7 * 24 * 3600, gt=0)
+    token_max_ttl: int = Field(30 * 24 * 3600, gt=0)
+    metrics_key: SecretStr | None = None
 
     hello_timeout: float = Field(10.0, gt=0)
+    header_timeout: float = Field(15.0, gt=0)
+    body_timeout: float = Field(15.0, gt=0)
     heartbeat: float = Field(20.0, gt=0)
     max_frame: int = Field(65536, ge=1024)
     max_text: int = Field(8000, ge=1)
@@ -73,6 +83,17 @@ class Settings(BaseSettings):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes: a short secret can be guessed "
+                "offline from any token; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
     @field_validator("broker_url")
     @classmethod
     def _check_broker(cls, value: str) -> str:
@@ -82,6 +103,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
+        if self.token_ttl > self.token_max_ttl:
+            raise ValueError(
+                f"HUB_TOKEN_TTL ({self.token_ttl}) must not exceed HUB_TOKEN_MAX_TTL "
+                f"({self.token_max_ttl})"
+            )
         if self.llm is None:
             self.llm = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "echo"
         if not self.worker_id:
@@ -116,6 +142,21 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = "HUB_" + "_".join(str(p) for p in err["loc"]).upper()
-            lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+            field = "_".join(str(p) for p in err["loc"])
+            name = "HUB_" + field.upper() if field else "settings"
+            lines.append(f"{name}: {err['msg']}{_shown(field, err.get('input'))}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+def _shown(field: str, value: object) -> str:
+    """The rejected value for an error message, without secrets or URL passwords."""
+    if not field or isinstance(value, dict):
+        return ""
+    if field in _HIDDEN:
+        return " (value hidden)"
+    return f" (got {redact_url(str(value))!r})" if isinstance(value, str) else f" (got {value!r})"
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password replaced by ``***``, for logs and messages."""
+    return re.sub(r"[^/@]*@", "***@", url, count=1)

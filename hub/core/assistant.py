@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.broker.base import Broker, BrokerError, Envelope, Kind
+from hub.errors import UNAVAILABLE
 from hub.llm.base import LLM, Finish, LLMError, LLMRequest, Turn
 from hub.metrics import Metrics
 from hub.protocol import (
@@ -156,7 +157,7 @@ class AssistantRunner:
             failure, reason = exc, "error"
         except BrokerError as exc:
             log.warning("reply %s could not start: %s", state.reply, exc)
-            failure, reason = LLMError("unavailable", str(exc)), "error"
+            failure, reason = LLMError("unavailable", UNAVAILABLE), "error"
         except Exception:
             log.exception("reply %s failed", state.reply)
             failure = LLMError("internal", "The assistant failed unexpectedly; try again.")

@@ -29,7 +29,7 @@ async def issue_ticket(broker: Tickets, user: User) -> str:
 
 async def redeem_ticket(broker: Tickets, ticket: str) -> User | None:
     """The user a ticket stands for, using it up; None when unknown, used or expired."""
-    if not TICKET_RE.match(ticket):
+    if not TICKET_RE.fullmatch(ticket):
         return None
     raw = await broker.ticket_take(_key(ticket))
     return None if raw is None else User.model_validate_json(raw)

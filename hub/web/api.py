@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from hub.auth import guest_user_id, mint_token
 from hub.errors import FrameError
+from hub.names import clean_name
 from hub.protocol import (
     Author,
     ChannelName,
@@ -60,6 +62,8 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
         raw = await request.json()
     except (ValueError, UnicodeDecodeError):
         raise FrameError("bad_frame", "Send a JSON object as the request body.") from None
+    except RecursionError:
+        raise FrameError("bad_frame", "The request body nests too deeply.") from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -79,11 +83,12 @@ async def login(request: web.Request) -> web.Response:
     if not settings.guest_login:
         raise FrameError("not_found", "Guest login is off on this hub; ask for a token.")
     body = await _body(request, LoginBody)
-    name = " ".join(body.name.split())
-    if not name:
-        raise FrameError("invalid", "Enter a name with at least one visible character.")
-    user = User(id=guest_user_id(), name=name)
-    token = mint_token(settings.secret_value(), user.id, user.name, settings.token_ttl)
+    try:
+        name = clean_name(body.name)
+    except ValueError as exc:
+        raise FrameError("invalid", str(exc)) from None
+    user = User(id=guest_user_id(), name=name, guest=True)
+    token = mint_token(settings.secret_value(), user.id, user.name, settings.token_ttl, guest=True)
     return web.json_response({"token": token, "user": user.model_dump()})
 
 
@@ -185,7 +190,13 @@ async def publish(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format; with HUB_METRICS_KEY set, only for a scraper that sends it."""
+    key = request.app[SETTINGS].metrics_key
+    if key is not None and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(),
+        f"Bearer {key.get_secret_value()}".encode(),
+    ):
+        raise FrameError("unauthorized", "Send 'Authorization: Bearer <HUB_METRICS_KEY>'.")
     return web.Response(
         body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8"
     )

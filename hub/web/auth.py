@@ -24,7 +24,8 @@ def bearer(request: web.Request) -> str:
 def request_user(request: web.Request) -> User:
     """The signed-in user of a request, or a 401 naming what is wrong with the token."""
     try:
-        return verify_token(request.app[SETTINGS].secret_value(), bearer(request))
+        settings = request.app[SETTINGS]
+        return verify_token(settings.secret_value(), bearer(request), settings.token_max_ttl)
     except AuthError as exc:
         raise FrameError("unauthorized", str(exc)) from None
 

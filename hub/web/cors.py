@@ -14,6 +14,9 @@ _API_HEADERS = {
     "Access-Control-Max-Age": "600",
 }
 
+_PRIVATE = frozenset({"/metrics", "/health", "/ws"})
+"""Paths no other site's page may read: the operator's, not the web client's."""
+
 
 def _allowed(request: web.Request) -> bool:
     """Static files are public to any page; the API answers only allowed origins."""
@@ -39,5 +42,5 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         response.headers.update(_API_HEADERS)
-    else:
+    elif request.path not in _PRIVATE:
         response.headers["Access-Control-Allow-Origin"] = "*"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from hub.broker.base import BrokerError
-from hub.errors import HubError, unavailable
+from hub.errors import ErrorCode, FrameError, HubError, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,15 @@ def error_response(exc: HubError) -> web.Response:
     return web.json_response({"error": error}, status=exc.status, headers=headers)
 
 
+_HTTP_CODES: dict[int, ErrorCode] = {
+    403: "forbidden",
+    404: "not_found",
+    413: "too_long",
+    503: "unavailable",
+}
+"""aiohttp's own refusals that get the JSON error shape too."""
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn the hub's exceptions into JSON answers; nothing reaches the client as a traceback."""
@@ -33,3 +43,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except BrokerError as exc:
         log.warning("broker error on %s: %s", request.path, exc)
         return error_response(unavailable())
+    except web.HTTPException as exc:
+        code = _HTTP_CODES.get(exc.status)
+        if code is None:
+            raise
+        text = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if code == "too_long":
+            text = "The request body is too large."
+        retry = 1.0 if code == "unavailable" else None
+        return error_response(FrameError(code, text or exc.reason, retry_after=retry))
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected failure on %s %s", request.method, request.path)
+        return error_response(FrameError("internal", "Something went wrong on the hub."))

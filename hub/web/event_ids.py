@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hub.protocol import CHANNEL_RE, STREAM_ID_RE, parse_id
+from hub.protocol import CHANNEL_RE, parse_id, valid_stream_id
 
 REPLY_RE = re.compile(r"^r[0-9a-f]{1,32}$")
 MAX_PARTS = 200
@@ -30,9 +30,9 @@ class StreamPosition:
         seqs: dict[str, int] = {}
         for part in value.split(",")[:MAX_PARTS]:
             key, _, last = part.strip().partition("=")
-            if CHANNEL_RE.match(key) and STREAM_ID_RE.match(last):
+            if CHANNEL_RE.fullmatch(key) and valid_stream_id(last):
                 cursor[key] = last
-            elif REPLY_RE.match(key) and last.isdigit() and len(last) < 10:
+            elif REPLY_RE.fullmatch(key) and last.isdigit() and len(last) < 10:
                 seqs[key] = int(last)
         return cls(cursor, seqs)
 

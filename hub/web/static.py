@@ -18,10 +18,14 @@ def static_handler(root: Path) -> Handler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         rel = request.match_info.get("path", "") or "index.html"
-        target = (base / rel).resolve()
-        if target.is_dir():
-            target = target / "index.html"
-        if not target.is_relative_to(base) or not target.is_file():
+        try:
+            target = (base / rel).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            found = target.is_relative_to(base) and target.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long for the file system
+            found = False
+        if not found:
             raise web.HTTPNotFound(text="Not found.")
         response = web.FileResponse(target)
         content_type = _TYPES.get(target.suffix)

@@ -77,7 +77,7 @@ async def _hello(ws: web.WebSocketResponse, settings: Settings) -> tuple[User, H
             await _refuse(ws, "The first frame must be hello with a token.", frame.ref)
             return None
         try:
-            return verify_token(settings.secret_value(), frame.token), frame
+            return verify_token(settings.secret_value(), frame.token, settings.token_max_ttl), frame
         except AuthError as exc:
             await _refuse(ws, str(exc), frame.ref)
             return None
