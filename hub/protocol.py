@@ -161,6 +161,11 @@ class User(_Frame):
     expires: int = Field(0, exclude=True)
 
 
+def user_claims(user: User) -> dict[str, Any]:
+    """Every field of a user, those never sent to clients included (to hand it on)."""
+    return {name: getattr(user, name) for name in User.model_fields}
+
+
 class Author(_Frame):
     id: str
     name: str

@@ -8,7 +8,7 @@ import re
 import secrets
 
 from hub.broker.base import Tickets
-from hub.protocol import User
+from hub.protocol import User, user_claims
 
 TICKET_TTL = 60.0
 """Seconds a ticket stays valid if nobody uses it."""
@@ -23,7 +23,7 @@ def _key(ticket: str) -> str:
 async def issue_ticket(broker: Tickets, user: User) -> str:
     """A fresh ticket standing for ``user`` once, within ``TICKET_TTL``, on any worker."""
     ticket = secrets.token_urlsafe(24)
-    await broker.ticket_put(_key(ticket), json.dumps(user.model_dump()), TICKET_TTL)
+    await broker.ticket_put(_key(ticket), json.dumps(user_claims(user)), TICKET_TTL)
     return ticket
 
 
