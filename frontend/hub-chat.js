@@ -16,6 +16,7 @@
 
 import { guestLogin, loadGuest, loadName, LoginError, peekToken, saveGuest, saveName } from "./lib/auth.js";
 import { ChatClient } from "./lib/chat-client.js";
+import { loadPlace, savePlace } from "./lib/place.js";
 import { h } from "./lib/dom.js";
 import { splitChannel } from "./lib/ids.js";
 import { Timers } from "./lib/timers.js";
@@ -38,6 +39,9 @@ export class HubChat extends HTMLElement {
     this._timers = new Timers();
     this._loginAbort = null;
     this._reloginAt = 0;
+    this._placeIds = {}; // last ids this tab came back with (a reload)
+    this._savePlace = () => this._rememberPlace();
+    this._onHidden = () => document.visibilityState === "hidden" && this._rememberPlace();
   }
 
   // ---- public API -------------------------------------------------------
@@ -100,6 +104,7 @@ export class HubChat extends HTMLElement {
   }
 
   signOut() {
+    savePlace(this.hub, this.user?.id, null);
     this._endSession();
     if (this._session?.mode === "guest") saveGuest(this.hub, null);
     this._session = null;
@@ -118,10 +123,16 @@ export class HubChat extends HTMLElement {
       this._tokenProp = value || null;
     }
     if (!this._built) this._build();
+    // A reload (or a phone discarding the tab) comes back to the same place.
+    globalThis.addEventListener("pagehide", this._savePlace);
+    document.addEventListener("visibilitychange", this._onHidden);
     this._boot();
   }
 
   disconnectedCallback() {
+    this._rememberPlace();
+    globalThis.removeEventListener("pagehide", this._savePlace);
+    document.removeEventListener("visibilitychange", this._onHidden);
     this._endSession();
     this._loginAbort?.abort();
     this._loginAbort = null;
@@ -150,13 +161,27 @@ export class HubChat extends HTMLElement {
   }
 
   _startSession() {
-    const client = new ChatClient({ hub: this.hub, token: () => this._session?.token ?? null, user: this._session.user });
+    const place = loadPlace(this.hub, this._session.user?.id);
+    const token = () => this._session?.token ?? null;
+    this._placeIds = place?.lastIds ?? {};
+    const client = new ChatClient({ hub: this.hub, token, user: this._session.user, resumeFrom: place?.lastIds });
     this.client = client;
     client.conn.addEventListener("unauthorized", () => this._onUnauthorized());
     client.conn.addEventListener("fatal", (ev) => this._onFatal(ev.detail));
     this._signin.el.hidden = true;
-    this._screen.attach(client);
+    this._screen.attach(client, place?.active);
     client.start();
+  }
+
+  /** Save the open conversation and the last ids, for a reload of this tab. */
+  _rememberPlace() {
+    const client = this.client;
+    const active = this._screen?.active;
+    if (!client?.user || !active) return;
+    // Channels still loading keep the ids this tab came back with.
+    const lastIds = { ...this._placeIds, ...client.store.resumePoints() };
+    if (client.welcomed) for (const ch of Object.keys(lastIds)) if (!client.isMine(ch)) delete lastIds[ch];
+    savePlace(this.hub, client.user.id, { active, lastIds });
   }
 
   _endSession() {
@@ -253,6 +278,7 @@ export class HubChat extends HTMLElement {
         signOut: () => this.signOut(),
         startRoom: () => this.getAttribute("room"),
         me: () => ({ name: this._session?.user?.name ?? "", guest: this._session?.mode === "guest" }),
+        moved: () => this._rememberPlace(),
       },
       this._timers,
     );

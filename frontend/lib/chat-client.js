@@ -15,8 +15,11 @@ const HISTORY_PAGE = 50;
 const MEMBERS_PAGE = 200; // the most the hub gives per members page
 
 export class ChatClient extends EventTarget {
-  /** @param {{hub: string, token: () => string|null, user: object|null}} opts */
-  constructor({ hub, token, user }) {
+  /**
+   * @param {{hub: string, token: () => string|null, user: object|null,
+   *   resumeFrom?: Record<string, string>|null}} opts resumeFrom: last ids a reloaded tab saved
+   */
+  constructor({ hub, token, user, resumeFrom = null }) {
     super();
     this.store = new ChatStore();
     this.user = user?.id ? user : null;
@@ -25,8 +28,16 @@ export class ChatClient extends EventTarget {
     this._joinRefs = new Map(); // ref -> room (joins this tab asked for: open them)
     this._memberRefs = new Map(); // ref -> room of a members page on its way
     this._firstWelcome = true;
-    this.conn = new Connection({ url: wsUrlFor(hub), token, resume: () => this.store.resumePoints() });
+    // Until the first welcome, a reloaded tab resumes from where it was, with nothing on screen yet.
+    this._restored = resumeFrom && Object.keys(resumeFrom).length ? resumeFrom : null;
+    const resume = () => this._restored ?? this.store.resumePoints();
+    this.conn = new Connection({ url: wsUrlFor(hub), token, resume });
     this.conn.addEventListener("frame", (ev) => this._onFrame(ev.detail.frame));
+  }
+
+  /** Has the hub welcomed this client yet (are its rooms known)? */
+  get welcomed() {
+    return !this._firstWelcome;
   }
 
   get dm() {
@@ -168,9 +179,12 @@ export class ChatClient extends EventTarget {
     this._historyRefs.clear();
     for (const room of this._memberRefs.values()) this.store.applyMembersPage(room, null);
     this._memberRefs.clear();
+    // A reloaded tab has no messages yet: it loads history even where the missed ones are replayed.
+    const restored = this._restored !== null;
+    this._restored = null;
     for (const ch of new Set([dm, ...channels])) {
-      if (resumed[ch] === true) continue; // every missed message is being replayed
-      this.store.clearChannel(ch);
+      if (resumed[ch] === true && !restored) continue; // every missed message is being replayed
+      if (resumed[ch] !== true) this.store.clearChannel(ch);
       this.requestHistory(ch, false);
     }
     const first = this._firstWelcome;

@@ -1,7 +1,8 @@
 """The web client in Chromium against one hub process (memory broker, echo assistant).
 
 Sign in, chat privately and watch the reply stream in, stop a reply, show hostile text as
-text, and the embedding example. Each test saves a screenshot to test-output/browser/.
+text, the embedding example, and a reload (or a new tab) in the middle of a reply. Each test
+saves a screenshot to test-output/browser/.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from playwright.sync_api import expect
 from tests.browser.support import (
     MESSAGE_ID,
     SCREENSHOTS,
+    ChatPage,
     HubProcess,
     OpenUser,
     echo_of,
@@ -174,3 +176,66 @@ def test_embed_example(open_user: OpenUser, hub_url: str) -> None:
     assert any("chat ready for" in line for line in chat.console), chat.console
     chat.screenshot("test_embed_example", full_page=True)
     chat.assert_clean()
+
+
+def test_reload_mid_reply_keeps_place(open_user: OpenUser, hub_url: str) -> None:
+    """Reloaded while a reply streams in a room: back in the room, the whole reply grows on.
+
+    Nothing shows twice and the private chat gets no second greeting (the tab resumed).
+    """
+    chat = signed_in(open_user, hub_url, "Rhea")
+    chat.join("reload")
+    text = "@assistant " + words(160, "r")  # about 8 s of streaming
+    chat.send(text)
+    before = chat.wait_streaming(min_chars=len("Echo: " + words(5, "r")))
+
+    chat.reload()
+    expect(chat.tid("channel-title")).to_have_text("#reload")
+    # From its first word, still streaming, and longer than before the reload.
+    grown = normalized(chat.wait_streaming(min_chars=len(before)))
+    assert grown.startswith("Echo: r0 r1 r2"), grown[:60]
+    chat.screenshot("test_reload_mid_reply_keeps_place-streaming")
+
+    reply = chat.by_role("assistant")
+    expect(reply).to_have_attribute("data-streaming", "false")
+    expect(reply.get_by_test_id("message-content")).to_have_text(echo_of(text))
+    expect(reply).to_have_count(1)
+    expect(chat.user_message(text)).to_have_count(1)
+    snap = chat.snapshot()
+    assert [m["role"] for m in snap] == ["user", "assistant"], snap
+    assert all(MESSAGE_ID.match(m["id"] or "") for m in snap), snap
+
+    chat.tid("channel-open").click()
+    expect(chat.tid("channel-title")).to_have_text("Assistant")
+    expect(chat.by_role("system")).to_have_count(1)  # the first greeting only
+    report(f"RELOAD: back in #reload, reply whole ({len(grown.split()) - 1} words at first sight)")
+    chat.screenshot("test_reload_mid_reply_keeps_place")
+    chat.assert_clean()
+
+
+def test_new_tab_mid_reply_shows_whole_reply(open_user: OpenUser, hub_url: str) -> None:
+    """A second tab of the same user, opened while a reply streams, shows it from its start.
+
+    The tab has no saved place: a fresh session, which the hub sends the streamed part first.
+    """
+    chat = signed_in(open_user, hub_url, "Tess")
+    chat.join("tabs")
+    text = "@assistant " + words(160, "t")
+    chat.send(text)
+    chat.wait_streaming(min_chars=len("Echo: " + words(5, "t")))
+
+    # Same browser context: the same guest, but a tab of its own (no saved place, no resume).
+    second = ChatPage(chat.page.context.new_page(), "tess-2")
+    second.goto(hub_url)
+    second.wait_open()
+    second.page.locator(
+        '[data-testid="room-entry"][data-room="tabs"] [data-testid="room-open"]'
+    ).click()
+    expect(second.tid("channel-title")).to_have_text("#tabs")
+    seen = normalized(second.wait_streaming())
+    assert seen.startswith("Echo: t0 t1 t2"), seen[:60]
+    reply = second.by_role("assistant")
+    expect(reply).to_have_attribute("data-streaming", "false")
+    expect(reply).to_have_count(1)
+    expect(reply.get_by_test_id("message-content")).to_have_text(echo_of(text))
+    second.assert_clean()

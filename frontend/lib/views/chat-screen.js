@@ -18,13 +18,15 @@ const THINKING_FOR = 120_000; // ms after a send that "thinking" may show
 export class ChatScreen {
   /**
    * @param {{emit: (type: string, detail: object) => void, signOut: () => void,
-   *   startRoom: () => string|null, me: () => {name: string, guest: boolean}}} host
+   *   startRoom: () => string|null, me: () => {name: string, guest: boolean},
+   *   moved: () => void}} host (moved: another conversation opened)
    * @param {import("../timers.js").Timers} timers cleared with the element
    */
   constructor(host, timers) {
     this.host = host;
     this.client = null;
     this.active = null; // the channel on screen
+    this._restore = null; // the channel a reloaded tab had open
     this.limits = { max_text: 8000 };
     this._renderQueued = 0;
     this._renderKinds = new Set();
@@ -59,10 +61,11 @@ export class ChatScreen {
     this.el = h("div", { class: "chat", hidden: true }, this.sidebar.el, scrim, main);
   }
 
-  /** Draw this client's chat from now on (a new session). */
-  attach(client) {
+  /** Draw this client's chat from now on (a new session); `restore`: the channel to reopen. */
+  attach(client, restore = null) {
     this.client = client;
     this.active = null;
+    this._restore = restore;
     client.store.addEventListener("change", (ev) => client === this.client && this._onStoreChange(ev.detail));
     const on = (target, type, fn) => target.addEventListener(type, (ev) => client === this.client && fn(ev.detail));
     on(client, "welcome", (d) => this._onWelcome(d));
@@ -123,6 +126,7 @@ export class ChatScreen {
     // On touch screens focusing would pop the keyboard over the conversation.
     const touch = globalThis.matchMedia?.("(pointer: coarse)").matches;
     if (focus && !touch) this.composer.focus();
+    if (changed) this.host.moved();
   }
 
   toggleDrawer(open) {
@@ -169,13 +173,17 @@ export class ChatScreen {
   _onWelcome({ first, limits }) {
     this.limits = { ...this.limits, ...limits };
     const { rooms, dm } = this.client;
-    if (!this.active || (this.active.startsWith("room:") && !rooms.includes(this.active.slice(5)))) {
+    const back = first && this._restore && this.client.isMine(this._restore) ? this._restore : null;
+    this._restore = null;
+    if (back) {
+      this.activate(back, { focus: false });
+    } else if (!this.active || (this.active.startsWith("room:") && !rooms.includes(this.active.slice(5)))) {
       this.activate(dm, { focus: false });
     } else {
       this._renderAll();
     }
     const wanted = this.host.startRoom();
-    if (first && wanted) {
+    if (first && wanted && !back) {
       if (rooms.includes(wanted)) this.activate(`room:${wanted}`, { focus: false });
       else this.joinRoom(wanted);
     }
