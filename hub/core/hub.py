@@ -146,6 +146,14 @@ class Hub:
         """Forget a connection (see ``Sessions.close``)."""
         await self.sessions.close(conn)
 
+    async def join_room(self, user: User, room: str) -> None:
+        """Make a user a member of a room without a connection (HTTP); their tabs get ``joined``."""
+        await self.rooms.join_user(user, room, None)
+
+    async def leave_room(self, user: User, room: str) -> None:
+        """End a user's membership without a connection (HTTP); their tabs get ``left``."""
+        await self.rooms.leave_user(user, room, None)
+
     async def issue_ticket(self, user: User) -> str:
         """A single-use ticket for an event stream (see ``hub.core.tickets``)."""
         return await issue_ticket(self.broker, user)

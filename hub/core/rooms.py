@@ -17,6 +17,7 @@ from hub.protocol import (
     Leave,
     Left,
     Member,
+    User,
     channel_kind,
     encode,
     message_dict,
@@ -48,26 +49,26 @@ class RoomService:
 
     async def join(self, conn: Connection, frame: Join) -> None:
         """Make the user a member; every connection of the user gets ``joined`` (user topic)."""
-        user = conn.user
-        await self.broker.room_join(frame.room, user.id, user.name)
-        await self.broker.presence_touch(
-            frame.room, user.id, self.worker, self.settings.presence_ttl
-        )
-        await self.broker.publish(
-            user_topic(user.id), command("join", room=frame.room, ref=frame.ref)
-        )
-        await self.publish_presence(frame.room)
+        await self.join_user(conn.user, frame.room, frame.ref)
+
+    async def join_user(self, user: User, room: str, ref: str | None) -> None:
+        """``join`` for a user with or without a connection (``POST /api/rooms/<room>/join``)."""
+        await self.broker.room_join(room, user.id, user.name)
+        await self.broker.presence_touch(room, user.id, self.worker, self.settings.presence_ttl)
+        await self.broker.publish(user_topic(user.id), command("join", room=room, ref=ref))
+        await self.publish_presence(room)
 
     async def leave(self, conn: Connection, frame: Leave) -> None:
         """End the user's membership; every connection of the user gets ``left``."""
-        user = conn.user
-        if not await self.broker.room_leave(frame.room, user.id):
-            raise FrameError("not_found", f"You are not in the room '{frame.room}'.")
-        await self.broker.presence_drop(frame.room, user.id, None)
-        await self.broker.publish(
-            user_topic(user.id), command("leave", room=frame.room, ref=frame.ref)
-        )
-        await self.publish_presence(frame.room)
+        await self.leave_user(conn.user, frame.room, frame.ref)
+
+    async def leave_user(self, user: User, room: str, ref: str | None) -> None:
+        """``leave`` for a user with or without a connection."""
+        if not await self.broker.room_leave(room, user.id):
+            raise FrameError("not_found", f"You are not in the room '{room}'.", ref)
+        await self.broker.presence_drop(room, user.id, None)
+        await self.broker.publish(user_topic(user.id), command("leave", room=room, ref=ref))
+        await self.publish_presence(room)
 
     async def on_user_command(self, user_id: str, event: dict[str, Any]) -> None:
         """Apply a join or leave of the user to each of its connections on this worker."""

@@ -22,6 +22,7 @@ from hub.protocol import (
     parse_client_frame,
 )
 from hub.settings import Settings
+from hub.web.auth import request_user
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.origin import origin_allowed
 
@@ -100,27 +101,34 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             text="This page's origin may not connect; the operator can add it to "
             "HUB_ALLOWED_ORIGINS."
         )
+    header_user = request_user(request) if "Authorization" in request.headers else None
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat, max_msg_size=settings.max_frame)
     await ws.prepare(request)
-    greeted = await _hello(ws, settings)
-    if greeted is None:
-        return ws
-    user, hello = greeted
+    resume: dict[str, str] | None = None
+    ref: str | None = None
+    if header_user is None:
+        greeted = await _hello(ws, settings)
+        if greeted is None:
+            return ws
+        user, hello = greeted
+        resume, ref = hello.resume, hello.ref
+    else:
+        user = header_user
     metrics = request.app[METRICS]
     conn = Connection(user, WsSink(ws), settings.outbound_queue)
     conn.start()
     metrics.connections.labels("ws").inc()
     try:
         try:
-            await hub.open_session(conn, hello.resume)
+            await hub.open_session(conn, resume)
         except BrokerError as exc:
             # No welcome can follow on this connection: close it, so the client reconnects
             # (with backoff) instead of waiting for ever on a session that never opened.
             log.warning("session of %s not opened: %s", user.id, exc)
-            hub.send_error(conn, "unavailable", UNAVAILABLE, hello.ref, 1.0)
+            hub.send_error(conn, "unavailable", UNAVAILABLE, ref, 1.0)
             conn.close(CloseCode.TRY_AGAIN, "message store unreachable; reconnect later")
             return ws
-        await _read_loop(ws, conn, hub)
+        await _read_loop(ws, conn, hub, late_hello=header_user is not None)
     finally:
         metrics.connections.labels("ws").dec()
         if conn.close_code == CloseCode.TOO_SLOW:
@@ -132,7 +140,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _read_loop(ws: web.WebSocketResponse, conn: Connection, hub: Hub) -> None:
+async def _resume_late(hub: Hub, conn: Connection, hello: Hello) -> None:
+    """A hello after a header sign-in: open the session again, resuming where the client says."""
+    try:
+        user = verify_token(hub.settings.secret_value(), hello.token)
+    except AuthError as exc:
+        raise FrameError("unauthorized", str(exc), hello.ref) from None
+    if user.id != conn.user.id:
+        raise FrameError("forbidden", "This hello names another user than the header.", hello.ref)
+    await hub.close_session(conn)
+    await hub.open_session(conn, hello.resume)
+
+
+async def _read_loop(
+    ws: web.WebSocketResponse, conn: Connection, hub: Hub, *, late_hello: bool
+) -> None:
     """Frames in order, one at a time; bad input is answered, floods and garbage are closed."""
     bad = 0
     tokens, stamp = float(FRAME_BURST), time.monotonic()
@@ -156,7 +178,14 @@ async def _read_loop(ws: web.WebSocketResponse, conn: Connection, hub: Hub) -> N
             hub.send_error(conn, exc.code, exc.message, exc.ref)
         else:
             bad = 0
-            await hub.handle(conn, frame)
+            if late_hello and isinstance(frame, Hello):
+                late_hello = False
+                try:
+                    await _resume_late(hub, conn, frame)
+                except FrameError as exc:
+                    hub.send_error(conn, exc.code, exc.message, exc.ref)
+            else:
+                await hub.handle(conn, frame)
         if bad >= BAD_FRAMES_BEFORE_CLOSE:
             conn.close(CloseCode.ABUSE, "too many bad frames")
             return

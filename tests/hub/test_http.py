@@ -225,3 +225,26 @@ async def test_cors_lets_allowed_sites_embed_the_client_and_call_the_api(
     assert refused.status == 403
     login = await hub.session.post(f"{hub.url}/api/login", json={"name": "Eve"}, headers=evil)
     assert "Access-Control-Allow-Origin" not in login.headers
+
+
+async def test_rooms_over_http_let_curl_users_post_to_a_room(hub: HubUnderTest) -> None:
+    tab = await hub.connect("ann")
+    await tab.drain()
+    url = f"{hub.url}/api/rooms/lab"
+    chat = {"text": "hello lab", "channel": "room:lab"}
+    refused = await hub.session.post(f"{hub.url}/api/chat", json=chat, headers=_auth(hub, "ann"))
+    assert refused.status == 403
+    joined = await hub.session.post(f"{url}/join", headers=_auth(hub, "ann"))
+    assert (await joined.json()) == {"room": "lab", "channel": "room:lab", "member": True}
+    await tab.expect("joined", room="lab")  # the user's open tabs follow
+    posted = await hub.session.post(f"{hub.url}/api/chat", json=chat, headers=_auth(hub, "ann"))
+    assert posted.status == 200
+    await tab.expect("message", text="hello lab")
+    left = await hub.session.post(f"{url}/leave", headers=_auth(hub, "ann"))
+    assert (await left.json())["member"] is False
+    await tab.expect("left", room="lab")
+    again = await hub.session.post(f"{url}/leave", headers=_auth(hub, "ann"))
+    assert again.status == 404
+    bad = await hub.session.post(f"{hub.url}/api/rooms/Bad Name/join", headers=_auth(hub, "ann"))
+    assert bad.status == 400
+    assert (await hub.session.post(f"{url}/join")).status == 401
