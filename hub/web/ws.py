@@ -143,7 +143,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def _resume_late(hub: Hub, conn: Connection, hello: Hello) -> None:
     """A hello after a header sign-in: open the session again, resuming where the client says."""
     try:
-        user = verify_token(hub.settings.secret_value(), hello.token)
+        user = verify_token(hub.settings.secret_value(), hello.token, hub.settings.token_max_ttl)
     except AuthError as exc:
         raise FrameError("unauthorized", str(exc), hello.ref) from None
     if user.id != conn.user.id:
