@@ -9,6 +9,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null || need+=(chromium)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing system packages: ${need[*]}"
     SUDO=""
@@ -18,6 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 source deploy/setup.sh test
+echo "==> npm: stock htmx 2 and htmx-ext-sse for the browser tests (tests/browser/package.json)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 export PATH="$VENV/bin:$PATH:/usr/sbin"
 
 echo "==> ruff check"

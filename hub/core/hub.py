@@ -9,6 +9,7 @@ delivers broker frames to local connections, ``watchdog`` notices replies of dea
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ from hub.protocol import (
     dm_channel,
     encode,
     entry_body,
+    frame_from_entry,
     message_dict,
     now_ms,
 )
@@ -145,6 +147,20 @@ class Hub:
     async def close_session(self, conn: Connection) -> None:
         """Forget a connection (see ``Sessions.close``)."""
         await self.sessions.close(conn)
+
+    async def watch_reply(self, conn: Connection, channel: str, reply: str) -> None:
+        """Give a connection one channel's frames (from its replies in flight on), and the
+        reply's stored end if it finished before; the caller keeps what concerns ``reply``."""
+        await self.check_access(conn.user, channel, None)
+        await self.sessions.watch(conn, channel)
+        entries, _more = await self.broker.history(channel, None, 50)
+        for entry in entries:
+            if json.loads(entry.body).get("reply") == reply:
+                conn.send_now(frame_from_entry("message", entry.id, entry.body))
+
+    async def unwatch(self, conn: Connection) -> None:
+        """The end of ``watch_reply``."""
+        await self.sessions.unwatch(conn)
 
     async def join_room(self, user: User, room: str) -> None:
         """Make a user a member of a room without a connection (HTTP); their tabs get ``joined``."""

@@ -145,6 +145,29 @@ class Sessions:
         frames.extend(inflight_frames(channel, replies, cursor))
         cursors[channel] = cursor
 
+    async def watch(self, conn: Connection, channel: str) -> None:
+        """Follow one channel only, from its replies in flight on (no welcome, no presence).
+
+        For a stream of one reply (htmx's chat bubble); the caller checked access.
+        """
+        async with self.registry.lock(conn):
+            conn.hold()
+            await self.fanout.attach(conn, channel)
+            frames: list[str] = []
+            cursors: dict[str, Cursor] = {}
+            await self._catch_up(channel, frames, cursors, {})
+            for frame in frames:
+                conn.send_now(frame)
+            release(conn, cursors)
+            self.fanout.resumed(conn, cursors)
+
+    async def unwatch(self, conn: Connection) -> None:
+        """Stop following what ``watch`` followed."""
+        self.fanout.forget(conn)
+        for channel in list(conn.channels):
+            await self.fanout.detach(conn, channel)
+        self.registry.remove_user(conn)
+
     async def close(self, conn: Connection) -> None:
         """Forget a connection; presence ends when the user's last connection here goes."""
         self.fanout.forget(conn)

@@ -27,6 +27,7 @@ from hub.protocol import (
     dm_channel,
 )
 from hub.web.auth import request_user, require_api_key
+from hub.web.htmx import chat_html, is_htmx
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.sse import event_stream, finish
 
@@ -121,6 +122,8 @@ async def _reply_items(
 async def chat(request: web.Request) -> web.StreamResponse:
     """Post like ``send`` and ask the assistant; the reply as JSON or as Server-Sent Events."""
     user = request_user(request)
+    if is_htmx(request):
+        return await chat_html(request, user)
     body = await _body(request, ChatBody)
     hub = request.app[HUB]
     channel = body.channel or dm_channel(user.id)

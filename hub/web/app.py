@@ -12,7 +12,7 @@ from hub.core.hub import Hub
 from hub.llm import LLM, create_llm
 from hub.metrics import Metrics
 from hub.settings import Settings
-from hub.web import api, rooms, sse, tickets
+from hub.web import api, htmx, rooms, sse, tickets
 from hub.web.cors import add_cors_headers, cors_preflight
 from hub.web.errors import error_middleware
 from hub.web.keys import HUB, METRICS, SETTINGS
@@ -65,6 +65,7 @@ def create_app(
     app.router.add_post("/api/chat", api.chat)
     app.router.add_get("/api/events", sse.events)
     app.router.add_post("/api/ticket", tickets.ticket)
+    app.router.add_get("/api/replies/{reply}/events", htmx.reply_events)
     app.router.add_post("/api/rooms/{room}/join", rooms.join)
     app.router.add_post("/api/rooms/{room}/leave", rooms.leave)
     app.router.add_post("/api/publish", api.publish)

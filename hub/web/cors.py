@@ -8,9 +8,21 @@ from aiohttp.typedefs import Handler
 from hub.web.keys import SETTINGS
 from hub.web.origin import origin_allowed
 
+_HTMX_REQUEST = (
+    "HX-Request, HX-Current-URL, HX-Target, HX-Trigger, HX-Trigger-Name, HX-Boosted, "
+    "HX-Prompt, HX-History-Restore-Request"
+)
+_HTMX_RESPONSE = (
+    "HX-Location, HX-Push, HX-Push-Url, HX-Redirect, HX-Refresh, HX-Replace-Url, HX-Reswap, HX-Retarget, "
+    "HX-Reselect, HX-Trigger, HX-Trigger-After-Settle, HX-Trigger-After-Swap"
+)
 _API_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+    "Access-Control-Allow-Headers": f"Authorization, Content-Type, Last-Event-ID, {_HTMX_REQUEST}",
+    # htmx-ext-sse opens EventSource with credentials; the hub sets no cookies, so this opens
+    # nothing more than the Bearer token and tickets already do.
+    "Access-Control-Allow-Credentials": "true",
+    "Access-Control-Expose-Headers": f"Retry-After, {_HTMX_RESPONSE}",
     "Access-Control-Max-Age": "600",
 }
 
