@@ -1,10 +1,11 @@
-"""Command line: ``hub serve``, ``hub token``, ``hub bench``."""
+"""Command line: ``hub serve``, ``hub token``, ``hub bench``, ``hub chat``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -35,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--interval", type=float, default=1.0, help="seconds between one user's sends (HUB_RATE!)"
     )
+    chat = sub.add_parser("chat", help="chat from a terminal: type lines, watch replies stream")
+    chat.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL")
+    chat.add_argument("--room", help="join this room and talk there (default: private chat)")
+    chat.add_argument("--token", help="your token (default $HUB_TOKEN; else a guest login)")
+    chat.add_argument("--name", help="guest name when there is no token (default $USER)")
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        return _chat(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -118,3 +126,29 @@ async def _serve(settings: Settings) -> int:
     except TimeoutError:
         log.error("drain took longer than %ss; exiting anyway", settings.drain_timeout)
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """``hub chat``: needs no settings of its own, only a hub to talk to and a token."""
+    from hub.client import HubClientError
+    from hub.terminal import guest_token, run_chat
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def chat() -> int:
+        token = args.token or os.environ.get("HUB_TOKEN")
+        if not token:
+            name = args.name or os.environ.get("USER") or "guest"
+            try:
+                token = await guest_token(args.url, name)
+            except (HubClientError, OSError, ValueError) as exc:
+                print(
+                    f"hub chat: no token and no guest login at {args.url}: {exc}", file=sys.stderr
+                )
+                return 2
+        return await run_chat(args.url, token, args.room)
+
+    try:
+        return asyncio.run(chat())
+    except KeyboardInterrupt:
+        return 0
