@@ -3,7 +3,7 @@
 // the pages asked for so far reach. Diffs (joins, leaves) update both without
 // rebuilding anything, so a room of 10,000 stays cheap.
 
-/** Case-insensitive by name, then by id: the order the hub pages members in. */
+/** By case-folded name, then by id: the order the hub pages members in. */
 export function compareMembers(a, b) {
   if (a.key !== b.key) return codePointCompare(a.key, b.key);
   return codePointCompare(a.id, b.id);
@@ -29,7 +29,8 @@ function codePointCompare(a, b) {
 function cleanMember(m) {
   if (!m || typeof m.id !== "string" || !m.id) return null;
   const name = typeof m.name === "string" && m.name ? m.name : m.id;
-  return { id: m.id, name, key: name.toLowerCase() };
+  // Upper then lower case is close to Python's str.casefold ("ß" and "SS" both fold to "ss").
+  return { id: m.id, name, key: name.toUpperCase().toLowerCase() };
 }
 
 export class Roster {
@@ -111,7 +112,9 @@ export class Roster {
     for (const raw of Array.isArray(members) ? members : []) {
       const m = cleanMember(raw);
       if (!m) continue;
-      if (this._byId.has(m.id)) this._remove(m.id); // a new name, or a repeat: one entry
+      const held = this._byId.get(m.id);
+      if (held?.name === m.name) continue; // known already (a diff can repeat a snapshot)
+      if (held) this._remove(m.id); // renamed: it moves
       const at = this.indexOf(m);
       // Past the last member held while more exist: not ours to show yet.
       if (!all && this.more && at >= this.members.length) continue;
