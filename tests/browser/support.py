@@ -13,7 +13,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,16 @@ class HubProcess:
         self.reader.join(5)  # EOF once the hub has exited
         if self.process.stdout is not None and not self.reader.is_alive():
             self.process.stdout.close()
+
+
+@contextmanager
+def running_hub(env: Mapping[str, str], name: str) -> Iterator[str]:
+    """A hub process for a module's tests, logging to browser-logs/<name>.log; yields its URL."""
+    hub = HubProcess.start(env, SCREENSHOTS.parent / "browser-logs" / f"{name}.log")
+    try:
+        yield hub.url
+    finally:
+        hub.stop()
 
 
 # --------------------------------------------------------------------------- a chat page

@@ -15,13 +15,12 @@ from playwright.sync_api import expect
 
 from tests.browser.support import (
     MESSAGE_ID,
-    SCREENSHOTS,
     ChatPage,
-    HubProcess,
     OpenUser,
     echo_of,
     normalized,
     report,
+    running_hub,
     signed_in,
     words,
 )
@@ -40,11 +39,8 @@ HUB_ENV = {
 @pytest.fixture(scope="module")
 def hub_url() -> Iterator[str]:
     """A hub on a free port; its URL, e.g. http://127.0.0.1:41234."""
-    hub = HubProcess.start(HUB_ENV, SCREENSHOTS.parent / "browser-logs" / "hub-alone.log")
-    try:
-        yield hub.url
-    finally:
-        hub.stop()
+    with running_hub(HUB_ENV, "hub-alone") as url:
+        yield url
 
 
 def test_private_chat_streams_reply(open_user: OpenUser, hub_url: str) -> None:
