@@ -43,6 +43,18 @@ class Metrics:
         self.slow_closes = Counter(
             "hub_slow_consumer_closes_total", "Connections closed 4008 (queue overflow)", registry=r
         )
+        self.taken_over = Counter(
+            "hub_replies_taken_over_total", "Replies of dead workers continued here", registry=r
+        )
+        self.takeover_seconds = Histogram(
+            "hub_takeover_seconds",
+            "From a dead worker's last heartbeat to the first delta of its reply's continuation",
+            buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 20),
+            registry=r,
+        )
+        self.orphans_swept = Counter(
+            "hub_orphans_swept_total", "Replies of dead workers claimed by this worker", registry=r
+        )
         self.resumes = Counter(
             "hub_resumes_total", "Channels resumed on hello", ["result"], registry=r
         )

@@ -211,6 +211,7 @@ class Message(_Frame):
     reply: str | None = None
     stop_reason: StopReason | None = None
     usage: Usage | None = None
+    taken_over: bool | None = None
 
 
 class Delta(_Frame):
@@ -232,6 +233,7 @@ class Done(_Frame):
     author: Author | None = None
     ts: int | None = None
     usage: Usage | None = None
+    taken_over: bool | None = None
 
 
 class Member(_Frame):
@@ -306,6 +308,7 @@ def entry_body(message: Message | Done) -> str:
             reply=message.reply,
             stop_reason=message.stop_reason,
             usage=message.usage,
+            taken_over=message.taken_over,
         )
     else:
         body = message

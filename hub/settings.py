@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     rate: float = Field(1.0, gt=0)
     rate_burst: int = Field(10, ge=1)
     presence_ttl: float = Field(30.0, gt=0)
-    reply_lease: float = Field(10.0, gt=0)
+    worker_ttl: float = Field(2.5, gt=0)
+    takeover: bool = True
     drain_timeout: float = Field(10.0, gt=0)
     worker_id: str = ""
 

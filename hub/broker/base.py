@@ -93,14 +93,27 @@ class AppendResult:
 
 @dataclass(slots=True)
 class InflightReply:
-    """A reply still streaming (or orphaned by a dead worker when ``alive`` is false)."""
+    """A reply still streaming: its channel, the worker generating it, and its deltas so far."""
 
     reply: str
     channel: str
     worker: str
     meta: str
     deltas: list[str] = field(default_factory=list)
-    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A reply in flight on a worker whose heartbeat lapsed, and when that worker was last heard."""
+
+    channel: str
+    reply: str
+    worker: str
+    last_heard_ms: int
+
+
+class ReplyLost(Exception):
+    """This worker no longer owns the reply (another took it over, or it ended): stop quietly."""
 
 
 @dataclass(slots=True)
@@ -151,13 +164,14 @@ class ChannelLog(Protocol):
         dedupe: str | None = None,
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
+        owner: str = "",
     ) -> AppendResult | None:
         """Store ``body`` in the channel log and publish it as ``{"type":publish_as,"id":…}``.
 
         One atomic step: with ``dedupe`` already seen, nothing is stored or published and the
         first id comes back with ``duplicate=True``; with ``finish_reply``, the reply's in-flight
-        state is dropped, and if it was already gone nothing happens and None comes back (another
-        worker finished it first).
+        state is dropped, and if it was already gone (or, with ``owner``, another worker owns
+        it now) nothing happens and None comes back.
         """
         ...
 
@@ -177,20 +191,26 @@ class ChannelLog(Protocol):
 
 
 class Replies(Protocol):
-    """Assistant replies in flight: who generates them and what they streamed so far."""
+    """Assistant replies in flight: who generates them, what they streamed so far, and which
+    workers are alive (one heartbeat entry per worker), so any worker can take over the
+    replies of a dead one."""
 
-    async def reply_begin(
-        self, channel: str, reply: str, worker: str, meta: str, lease: float
+    async def reply_begin(self, channel: str, reply: str, worker: str, meta: str) -> None:
+        """Record a reply as streaming on ``worker`` and index it under that worker."""
+        ...
+
+    async def reply_delta(
+        self, channel: str, reply: str, worker: str, text: str, frame: Envelope
     ) -> None:
-        """Record a reply as streaming on ``worker`` with a lease that expires unless renewed."""
+        """Keep delta ``frame.seq`` of a reply and publish its frame, in one step.
+
+        A seq already kept (a retry after an answer that was lost) is neither kept nor
+        published again. ``ReplyLost`` when ``worker`` no longer owns the reply.
+        """
         ...
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
-        """Keep the next delta of a reply and publish its frame to the channel, in one step."""
-        ...
-
-    async def reply_renew(self, replies: list[tuple[str, str]], lease: float) -> None:
-        """Extend the leases of (channel, reply) pairs this worker is still generating."""
+    async def reply_end(self, reply: str, channel: str, worker: str) -> None:
+        """Drop an ended reply from its worker's index (its final message is stored)."""
         ...
 
     async def reply_owner(self, reply: str) -> tuple[str, str] | None:
@@ -198,7 +218,24 @@ class Replies(Protocol):
         ...
 
     async def inflight(self, channel: str) -> list[InflightReply]:
-        """Replies in flight in a channel, with their deltas so far and whether their lease lives."""
+        """Replies in flight in a channel, with their deltas so far."""
+        ...
+
+    async def heartbeat(self, worker: str) -> None:
+        """Say that ``worker`` lives now (its entry is stamped with the broker's clock)."""
+        ...
+
+    async def worker_gone(self, worker: str) -> None:
+        """Mark ``worker`` dead at once (it is shutting down and hands its replies over)."""
+        ...
+
+    async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
+        """Up to ``limit`` replies of workers (other than ``worker``) unheard for ``ttl`` s."""
+        ...
+
+    async def reply_claim(self, orphan: Orphan, worker: str) -> InflightReply | None:
+        """Make ``worker`` the owner of an orphan, atomically: its state, or None when another
+        worker claimed it first or it ended (then it is only dropped from the dead index)."""
         ...
 
 

@@ -12,8 +12,10 @@ from hub.broker.base import (
     FrameHandler,
     InflightReply,
     Kind,
+    Orphan,
     ReconnectHandler,
     Replay,
+    ReplyLost,
 )
 from hub.protocol import frame_from_entry, parse_id
 
@@ -40,7 +42,8 @@ class MemoryBroker:
         self._last_id = (0, 0)
         self._dedupe: dict[tuple[str, str], tuple[str, float]] = {}
         self._inflight: dict[str, InflightReply] = {}
-        self._leases: dict[str, float] = {}
+        self._workers: dict[str, float] = {}
+        """Worker → when it was last heard (monotonic s); replies are indexed by ``worker``."""
         self._members: dict[str, dict[str, str]] = defaultdict(dict)
         self._rooms: dict[str, set[str]] = defaultdict(set)
         self._presence: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
@@ -89,6 +92,7 @@ class MemoryBroker:
         dedupe: str | None = None,
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
+        owner: str = "",
     ) -> AppendResult | None:
         now = time.monotonic()
         if dedupe is not None:
@@ -96,10 +100,10 @@ class MemoryBroker:
             if seen is not None and seen[1] > now:
                 return AppendResult(seen[0], duplicate=True)
         if finish_reply is not None:
-            if finish_reply not in self._inflight:
+            state = self._inflight.get(finish_reply)
+            if state is None or (owner and state.worker != owner):
                 return None
             del self._inflight[finish_reply]
-            self._leases.pop(finish_reply, None)
         log = self._logs[channel]
         message_id = self._next_id()
         if log.epoch is None:
@@ -135,40 +139,56 @@ class MemoryBroker:
         entries = [e for e in log.entries if parse_id(e.id) > cursor]
         return Replay(entries, await self.inflight(channel))
 
-    async def reply_begin(
-        self, channel: str, reply: str, worker: str, meta: str, lease: float
-    ) -> None:
+    async def reply_begin(self, channel: str, reply: str, worker: str, meta: str) -> None:
         self._inflight[reply] = InflightReply(reply, channel, worker, meta)
-        self._leases[reply] = time.monotonic() + lease
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
+    async def reply_delta(
+        self, channel: str, reply: str, worker: str, text: str, frame: Envelope
+    ) -> None:
         state = self._inflight.get(reply)
-        if state is not None:
-            state.deltas.append(text)
+        if state is None or state.worker != worker:
+            raise ReplyLost(reply)
+        if frame.seq < len(state.deltas):
+            return
+        state.deltas.append(text)
         await self.publish(channel, frame)
 
-    async def reply_renew(self, replies: list[tuple[str, str]], lease: float) -> None:
-        deadline = time.monotonic() + lease
-        for _channel, reply in replies:
-            if reply in self._inflight:
-                self._leases[reply] = deadline
+    async def reply_end(self, reply: str, channel: str, worker: str) -> None:
+        return None
 
     async def reply_owner(self, reply: str) -> tuple[str, str] | None:
         state = self._inflight.get(reply)
         return None if state is None else (state.channel, state.worker)
 
     async def inflight(self, channel: str) -> list[InflightReply]:
+        return [
+            InflightReply(s.reply, channel, s.worker, s.meta, list(s.deltas))
+            for s in self._inflight.values()
+            if s.channel == channel
+        ]
+
+    async def heartbeat(self, worker: str) -> None:
+        self._workers[worker] = time.monotonic()
+
+    async def worker_gone(self, worker: str) -> None:
+        self._workers[worker] = 0.0
+
+    async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
         now = time.monotonic()
-        out = []
+        out: list[Orphan] = []
         for state in self._inflight.values():
-            if state.channel == channel:
-                alive = self._leases.get(state.reply, 0.0) > now
-                out.append(
-                    InflightReply(
-                        state.reply, channel, state.worker, state.meta, list(state.deltas), alive
-                    )
-                )
+            heard = self._workers.get(state.worker, 0.0)
+            if state.worker != worker and now - heard > ttl and len(out) < limit:
+                last = int((time.time() - (now - heard)) * 1000) if heard else 0
+                out.append(Orphan(state.channel, state.reply, state.worker, last))
         return out
+
+    async def reply_claim(self, orphan: Orphan, worker: str) -> InflightReply | None:
+        state = self._inflight.get(orphan.reply)
+        if state is None or state.worker != orphan.worker:
+            return None
+        state.worker = worker
+        return InflightReply(state.reply, state.channel, worker, state.meta, list(state.deltas))
 
     async def room_join(self, room: str, user_id: str, name: str) -> bool:
         fresh = user_id not in self._members[room]

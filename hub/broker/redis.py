@@ -28,8 +28,10 @@ from hub.broker.base import (
     Envelope,
     FrameHandler,
     InflightReply,
+    Orphan,
     ReconnectHandler,
     Replay,
+    ReplyLost,
 )
 from hub.broker.redis_link import PubSubLink
 from hub.broker.redis_names import RedisNames
@@ -86,7 +88,9 @@ class RedisBroker:
         self._replay = client.register_script(lua.REPLAY)
         self._inflight = client.register_script(lua.INFLIGHT)
         self._delta = client.register_script(lua.DELTA)
-        self._renew = client.register_script(lua.RENEW)
+        self._claim = client.register_script(lua.CLAIM)
+        self._heartbeat = client.register_script(lua.HEARTBEAT)
+        self._dead_workers = client.register_script(lua.DEAD_WORKERS)
         self._presence_touch = client.register_script(lua.PRESENCE_TOUCH)
         self._presence_online = client.register_script(lua.PRESENCE_ONLINE)
         self._presence_drop_user = client.register_script(lua.PRESENCE_DROP_USER)
@@ -183,6 +187,7 @@ class RedisBroker:
         dedupe: str | None = None,
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
+        owner: str = "",
     ) -> AppendResult | None:
         n = self._names
         reply = finish_reply or ""
@@ -192,7 +197,6 @@ class RedisBroker:
             n.ref(channel, dedupe or ""),
             n.inflight(channel),
             n.deltas(channel, reply),
-            n.lease(channel, reply),
         ]
         args: list[str | int] = [
             body,
@@ -203,6 +207,7 @@ class RedisBroker:
             _ms(dedupe_ttl),
             reply,
             _ms(FINISHED_DELTAS_TTL),
+            owner,
         ]
         async with self._guard("append a message"):
             result = cast(list[str], await self._append(keys=keys, args=args))
@@ -238,7 +243,7 @@ class RedisBroker:
         async with self._guard("replay a channel"):
             raw = await self._replay(
                 keys=[n.log(channel), n.meta(channel), n.inflight(channel)],
-                args=[ms, seq, n.deltas(channel, ""), n.lease(channel, "")],
+                args=[ms, seq, n.deltas(channel, "")],
             )
         if raw is None:
             return None
@@ -246,41 +251,41 @@ class RedisBroker:
         return Replay(entries, self._parse_inflight(channel, raw[1]))
 
     # -- replies in flight ---------------------------------------------------------------
-    async def reply_begin(
-        self, channel: str, reply: str, worker: str, meta: str, lease: float
-    ) -> None:
+    async def reply_begin(self, channel: str, reply: str, worker: str, meta: str) -> None:
         n = self._names
         async with self._guard("record a reply in flight"):
-            # One MULTI for one Redis; with Redis Cluster the reply key (another slot) would go
-            # in its own call.
+            # Indexed under its worker first: an index entry without a reply is swept away,
+            # a reply without an index entry would never be found. Each key in its own slot.
+            await self._redis.sadd(n.worker_replies(worker), f"{reply}|{channel}")
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(n.inflight(channel), reply, json.dumps([worker, meta]))
             pipe.delete(n.deltas(channel, reply))
-            pipe.set(n.lease(channel, reply), "1", px=_ms(lease))
-            pipe.set(n.reply(reply), channel, px=_ms(ORPHAN_TTL))
             await pipe.execute()
+            await self._redis.set(n.reply(reply), channel, px=_ms(ORPHAN_TTL))
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
+    async def reply_delta(
+        self, channel: str, reply: str, worker: str, text: str, frame: Envelope
+    ) -> None:
         n = self._names
         async with self._guard("publish a reply delta"):
-            await self._delta(
+            result = await self._delta(
                 keys=[n.inflight(channel), n.deltas(channel, reply)],
-                args=[reply, text, n.pub(channel), frame.pack(), _ms(ORPHAN_TTL)],
+                args=[
+                    reply,
+                    worker,
+                    frame.seq,
+                    text,
+                    n.pub(channel),
+                    frame.pack(),
+                    _ms(ORPHAN_TTL),
+                ],
             )
+        if result == "lost":
+            raise ReplyLost(reply)
 
-    async def reply_renew(self, replies: list[tuple[str, str]], lease: float) -> None:
-        if not replies:
-            return
-        n = self._names
-        async with self._guard("renew reply leases"):
-            pipe = self._redis.pipeline(transaction=False)
-            for channel, reply in replies:
-                await self._renew(
-                    keys=[n.inflight(channel), n.lease(channel, reply)],
-                    args=[reply, _ms(lease)],
-                    client=pipe,
-                )
-            await pipe.execute()
+    async def reply_end(self, reply: str, channel: str, worker: str) -> None:
+        async with self._guard("drop an ended reply"):
+            await self._redis.srem(self._names.worker_replies(worker), f"{reply}|{channel}")
 
     async def reply_owner(self, reply: str) -> tuple[str, str] | None:
         async with self._guard("look up a reply"):
@@ -295,18 +300,62 @@ class RedisBroker:
     async def inflight(self, channel: str) -> list[InflightReply]:
         n = self._names
         async with self._guard("read replies in flight"):
-            raw = await self._inflight(
-                keys=[n.inflight(channel)],
-                args=[n.deltas(channel, ""), n.lease(channel, "")],
-            )
+            raw = await self._inflight(keys=[n.inflight(channel)], args=[n.deltas(channel, "")])
         return self._parse_inflight(channel, raw)
+
+    async def heartbeat(self, worker: str) -> None:
+        async with self._guard("renew this worker's heartbeat"):
+            await self._heartbeat(keys=[self._names.workers()], args=[worker, "1"])
+
+    async def worker_gone(self, worker: str) -> None:
+        async with self._guard("hand this worker's replies over"):
+            await self._heartbeat(keys=[self._names.workers()], args=[worker, "0"])
+
+    async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
+        n = self._names
+        out: list[Orphan] = []
+        async with self._guard("look for replies of dead workers"):
+            dead = cast(
+                list[list[str]],
+                await self._dead_workers(keys=[n.workers()], args=[worker, _ms(ttl)]),
+            )
+            for name, heard in dead:
+                if len(out) >= limit:
+                    break
+                key = n.worker_replies(name)
+                members = cast(
+                    list[str], await self._redis.srandmember(key, limit - len(out)) or []
+                )
+                if not members:
+                    # Nothing left to take over: forget the worker (a live one stamps again).
+                    await self._redis.hdel(n.workers(), name)
+                for member in members:
+                    reply, _, channel = member.partition("|")
+                    out.append(Orphan(channel, reply, name, int(heard)))
+        return out
+
+    async def reply_claim(self, orphan: Orphan, worker: str) -> InflightReply | None:
+        n = self._names
+        member = f"{orphan.reply}|{orphan.channel}"
+        async with self._guard("take a reply over"):
+            await self._redis.sadd(n.worker_replies(worker), member)
+            raw = await self._claim(
+                keys=[n.inflight(orphan.channel), n.deltas(orphan.channel, orphan.reply)],
+                args=[orphan.reply, orphan.worker, worker],
+            )
+            await self._redis.srem(n.worker_replies(orphan.worker), member)
+            if not raw:
+                await self._redis.srem(n.worker_replies(worker), member)
+                return None
+        meta, deltas = raw
+        return InflightReply(orphan.reply, orphan.channel, worker, str(meta), list(deltas))
 
     @staticmethod
     def _parse_inflight(channel: str, raw: list[Any]) -> list[InflightReply]:
         out = []
-        for reply, state, alive, deltas in raw:
+        for reply, state, deltas in raw:
             worker, meta = json.loads(state)
-            out.append(InflightReply(reply, channel, worker, meta, list(deltas), bool(alive)))
+            out.append(InflightReply(reply, channel, worker, meta, list(deltas)))
         return out
 
     # -- rooms and presence --------------------------------------------------------------

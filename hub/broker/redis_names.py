@@ -47,9 +47,13 @@ class RedisNames:
         """List of a reply's deltas so far; ``reply=""`` gives the prefix Lua appends ids to."""
         return f"{self.prefix}:deltas:{{{channel}}}:{reply}"
 
-    def lease(self, channel: str, reply: str) -> str:
-        """Key that lives while the generating worker renews it; ``reply=""`` gives the prefix."""
-        return f"{self.prefix}:lease:{{{channel}}}:{reply}"
+    def workers(self) -> str:
+        """Hash of every worker's last heartbeat: worker → ms (Redis clock)."""
+        return f"{self.prefix}:workers"
+
+    def worker_replies(self, worker: str) -> str:
+        """Set of a worker's replies in flight, ``reply|channel``, for the sweeper."""
+        return f"{self.prefix}:wreplies:{{{worker}}}"
 
     def reply(self, reply: str) -> str:
         """Channel of a reply, so a stop request can find the reply without knowing it."""

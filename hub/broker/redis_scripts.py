@@ -20,32 +20,34 @@ end
 
 # Keys of a reply are derived from KEYS' hash tag plus the reply id, so they share its slot.
 _INFLIGHT = """
-local function inflight(hash, deltas_prefix, lease_prefix)
+local function inflight(hash, deltas_prefix)
   local flat = redis.call('HGETALL', hash)
   local out = {}
   for i = 1, #flat, 2 do
     local reply = flat[i]
     local deltas = redis.call('LRANGE', deltas_prefix .. reply, 0, -1)
-    local alive = redis.call('EXISTS', lease_prefix .. reply)
-    out[#out + 1] = {reply, flat[i + 1], alive, deltas}
+    out[#out + 1] = {reply, flat[i + 1], deltas}
   end
   return out
 end
 """
 
 APPEND = """
--- KEYS: log, meta, ref, inflight, deltas of finish_reply, lease of finish_reply
+-- KEYS: log, meta, ref, inflight, deltas of finish_reply
 -- ARGV: body, publish_as, pub channel, history_max, has_dedupe, dedupe ttl ms,
---       finish_reply ('' for none), ttl ms of a finished reply's deltas
+--       finish_reply ('' for none), ttl ms of a finished reply's deltas,
+--       owner ('' for any: with finish_reply, only the worker owning the reply finishes it)
 local body = ARGV[1]
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
   if seen then return {'dup', seen} end
 end
 if ARGV[7] ~= '' then
-  if redis.call('HDEL', KEYS[4], ARGV[7]) == 0 then return {'gone'} end
+  local state = redis.call('HGET', KEYS[4], ARGV[7])
+  if not state then return {'gone'} end
+  if ARGV[9] ~= '' and cjson.decode(state)[1] ~= ARGV[9] then return {'gone'} end
+  redis.call('HDEL', KEYS[4], ARGV[7])
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
-  redis.call('DEL', KEYS[6])
 end
 local max = tonumber(ARGV[4])
 local len = redis.call('XLEN', KEYS[1])
@@ -72,7 +74,7 @@ REPLAY = (
     _IDS
     + _INFLIGHT
     + """
--- KEYS: log, meta, inflight.  ARGV: after ms, after seq, deltas prefix, lease prefix
+-- KEYS: log, meta, inflight.  ARGV: after ms, after seq, deltas prefix
 -- Returns nil when the log cannot replay from there, else {{id, body}...}, {reply...}.
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then return false end
@@ -95,43 +97,79 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1] .. '-' .. ARGV[2], 
     entries[#entries + 1] = {entry[1], entry[2][2]}
   end
 end
-return {entries, inflight(KEYS[3], ARGV[3], ARGV[4])}
+return {entries, inflight(KEYS[3], ARGV[3])}
 """
 )
 
 INFLIGHT = (
     _INFLIGHT
     + """
--- KEYS: inflight.  ARGV: deltas prefix, lease prefix
-return inflight(KEYS[1], ARGV[1], ARGV[2])
+-- KEYS: inflight.  ARGV: deltas prefix
+return inflight(KEYS[1], ARGV[1])
 """
 )
 
 DELTA = """
--- KEYS: inflight, deltas.  ARGV: reply, text, pub channel, frame, deltas ttl ms
--- A delta of a reply no longer in flight is published but not kept: keeping it would
--- recreate a list nobody expires.
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('RPUSH', KEYS[2], ARGV[2]) == 1 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  end
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
+-- KEYS: inflight, deltas.  ARGV: reply, owner, seq, text, pub channel, frame, deltas ttl ms
+-- Only the owner streams (a worker that was frozen while another took its reply over must
+-- not); a seq already kept is a retry whose answer was lost: neither kept nor sent again.
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if not state or cjson.decode(state)[1] ~= ARGV[2] then return 'lost' end
+local seq = tonumber(ARGV[3])
+local kept = redis.call('LLEN', KEYS[2])
+if seq < kept then return 'dup' end
+if seq > kept then return redis.error_reply('delta ' .. seq .. ' after ' .. kept .. ' kept') end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 'ok'
 """
 
-RENEW = """
--- KEYS: inflight, lease.  ARGV: reply, lease ms
--- SET rather than PEXPIRE: a lease that lapsed while its worker was slow comes back.
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-return 1
+CLAIM = """
+-- KEYS: inflight, deltas.  ARGV: reply, dead worker, new owner
+-- Exactly one worker moves a reply off a dead worker: the owner field is the fence.
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if not state then return false end
+local fields = cjson.decode(state)
+if fields[1] ~= ARGV[2] then return false end
+fields[1] = ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(fields))
+return {fields[2], redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
 _NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
+
+HEARTBEAT = (
+    _NOW_MS
+    + """
+-- KEYS: workers.  ARGV: worker, '1' to stamp now, '0' to mark it dead (0).
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], ARGV[1], now)
+else
+  redis.call('HSET', KEYS[1], ARGV[1], 0)
+end
+return now
+"""
+)
+
+DEAD_WORKERS = (
+    _NOW_MS
+    + """
+-- KEYS: workers.  ARGV: this worker, ttl ms.  Returns {worker, last heard ms} of the others
+-- unheard for longer than ttl (by the Redis clock, so skewed workers agree).
+local out = {}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  if flat[i] ~= ARGV[1] and now - tonumber(flat[i + 1]) > tonumber(ARGV[2]) then
+    out[#out + 1] = {flat[i], flat[i + 1]}
+  end
+end
+return out
+"""
+)
 
 PRESENCE_TOUCH = (
     _NOW_MS

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub.broker.base import Broker, BrokerError, Envelope, Kind
+from hub.broker.base import Broker, BrokerError, Envelope, InflightReply, Kind, ReplyLost
 from hub.errors import UNAVAILABLE
 from hub.llm.base import LLM, Finish, LLMError, LLMRequest, Turn
 from hub.metrics import Metrics
@@ -26,6 +26,7 @@ from hub.protocol import (
     encode,
     entry_body,
     now_ms,
+    parse_id,
 )
 from hub.render import render_markdown
 from hub.settings import Settings
@@ -33,6 +34,8 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 
 ASSISTANT = Author(id="assistant", name="Assistant", role="assistant")
+CONTEXT_SLACK = 50
+"""Messages read beyond ``HUB_CONTEXT_MESSAGES``, for those said after the one a reply answers."""
 FINISH_RETRY_SECONDS = 30.0
 """How long a finished reply keeps trying to reach a broker that is down before it is given up."""
 
@@ -66,13 +69,21 @@ ReplyListener = Callable[[str | Done | Error], None]
 class _Reply:
     reply: str
     channel: str
+    upto: str = ""
+    """Id of the message the reply answers: its context is the log up to there."""
     pieces: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
-    unsent: str = ""
-    """Text of deltas the broker refused (down): sent first, under the same seq, once it answers."""
+    unsent: list[tuple[int, str]] = field(default_factory=list)
+    """Deltas the broker did not take (down), sent first and in order once it answers: the
+    head may have been tried, new text joins an untried tail, so at most two wait."""
     seq: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
+    lost: bool = False
+    """Another worker owns the reply now (this one was frozen or cut off): end without a word."""
+    taken_over: bool = False
+    lost_at_ms: int = 0
+    """When a taken-over reply's first worker was last heard (for the takeover latency)."""
     generator: asyncio.Task[Finish] | None = None
     task: asyncio.Task[None] | None = None
     listeners: list[ReplyListener] = field(default_factory=list)
@@ -91,14 +102,34 @@ class AssistantRunner:
         self.metrics = metrics
         self.running: dict[str, _Reply] = {}
 
-    def start(self, channel: str, *, listener: ReplyListener | None = None) -> str:
-        """Begin a reply to the latest message of ``channel``; returns the reply id at once."""
-        state = _Reply(reply="r" + secrets.token_hex(8), channel=channel)
+    def start(self, channel: str, *, upto: str = "", listener: ReplyListener | None = None) -> str:
+        """Begin a reply to message ``upto`` of ``channel``; returns the reply id at once."""
+        state = _Reply(reply="r" + secrets.token_hex(8), channel=channel, upto=upto)
         if listener is not None:
             state.listeners.append(listener)
+        self._launch(state)
+        return state.reply
+
+    def take_over(self, claimed: InflightReply, lost_at_ms: int) -> None:
+        """Continue a reply this worker claimed from a dead one, under its id, at its next seq."""
+        try:
+            upto = str(json.loads(claimed.meta).get("upto", ""))
+        except (ValueError, AttributeError):
+            upto = ""
+        state = _Reply(
+            reply=claimed.reply,
+            channel=claimed.channel,
+            upto=upto,
+            pieces=list(claimed.deltas),
+            seq=len(claimed.deltas),
+            taken_over=True,
+            lost_at_ms=lost_at_ms,
+        )
+        self._launch(state)
+
+    def _launch(self, state: _Reply) -> None:
         self.running[state.reply] = state
         state.task = asyncio.create_task(self._run(state), name=f"reply-{state.reply}")
-        return state.reply
 
     def stop(self, reply: str) -> bool:
         """Stop a reply running here; its partial text is kept with ``stop_reason: stopped``."""
@@ -110,24 +141,24 @@ class AssistantRunner:
             state.generator.cancel()
         return True
 
-    def leases(self) -> list[tuple[str, str]]:
-        """(channel, reply) of every reply running here, for lease renewal."""
-        return [(s.channel, s.reply) for s in self.running.values()]
-
     async def wait_idle(self, timeout: float) -> None:
         """Let running replies finish on their own for up to ``timeout`` seconds (drain)."""
         tasks = [s.task for s in self.running.values() if s.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
-    async def shutdown(self) -> None:
-        """Interrupt what still runs; each reply stores its partial text as ``interrupted``."""
-        tasks = [s.task for s in self.running.values() if s.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+    async def shutdown(self, *, hand_over: bool = False) -> None:
+        """End what still runs: stored as ``interrupted``, or with ``hand_over`` left in flight
+        for another worker to take over (this worker then says it is gone)."""
+        states = list(self.running.values())
+        for state in states:
+            state.lost = hand_over
+            if state.task is not None:
+                state.task.cancel()
+        for state in states:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                if state.task is not None:
+                    await state.task
 
     async def _run(self, state: _Reply) -> None:
         started = time.monotonic()
@@ -135,11 +166,10 @@ class AssistantRunner:
         usage: Usage | None = None
         failure: LLMError | None = None
         try:
-            meta = json.dumps({"worker": self.worker, "started": now_ms()})
-            await self.broker.reply_begin(
-                state.channel, state.reply, self.worker, meta, self.settings.reply_lease
-            )
-            request = await self._request(state.channel)
+            if not state.taken_over:
+                meta = json.dumps({"started": now_ms(), "upto": state.upto})
+                await self.broker.reply_begin(state.channel, state.reply, self.worker, meta)
+            request = await self._request(state.channel, state.upto, "".join(state.pieces))
             state.generator = asyncio.create_task(self._generate(state, request))
             if state.stopped:
                 state.generator.cancel()
@@ -148,13 +178,16 @@ class AssistantRunner:
             reason, usage = finish.stop_reason, finish.usage
         except _Stopped:
             reason = "stopped"
+        except ReplyLost:
+            state.lost = True
+            log.info("reply %s is another worker's now; this one lets go", state.reply)
         except asyncio.CancelledError:
             reason = "interrupted"
             if state.generator is not None:
                 state.generator.cancel()
             raise
         except LLMError as exc:
-            failure, reason = exc, "error"
+            failure, reason = exc, "interrupted" if state.taken_over else "error"
         except BrokerError as exc:
             log.warning("reply %s could not start: %s", state.reply, exc)
             failure, reason = LLMError("unavailable", UNAVAILABLE), "error"
@@ -163,16 +196,24 @@ class AssistantRunner:
             failure = LLMError("internal", "The assistant failed unexpectedly; try again.")
             reason = "error"
         finally:
-            await asyncio.shield(self._finish(state, reason, usage, failure))
+            if state.generator is not None and not state.generator.done():
+                state.generator.cancel()
+            if not state.lost:
+                await asyncio.shield(self._finish(state, reason, usage, failure))
+                self.metrics.reply_seconds.observe(time.monotonic() - started)
+                self.metrics.replies.labels(reason).inc()
             self.running.pop(state.reply, None)
-            self.metrics.reply_seconds.observe(time.monotonic() - started)
-            self.metrics.replies.labels(reason).inc()
 
-    async def _request(self, channel: str) -> LLMRequest:
-        entries, _more = await self.broker.history(channel, None, self.settings.context_messages)
+    async def _request(self, channel: str, upto: str, partial: str) -> LLMRequest:
+        """The conversation up to the message the reply answers (and the reply so far)."""
+        limit = self.settings.context_messages
+        entries, _more = await self.broker.history(channel, None, limit + CONTEXT_SLACK)
+        if upto:
+            bound = parse_id(upto)
+            entries = [e for e in entries if parse_id(e.id) <= bound]
         turns: list[Turn] = []
         names: set[str] = set()
-        for entry in entries:
+        for entry in entries[-limit:]:
             body = json.loads(entry.body)
             author = body.get("author", {})
             role = author.get("role")
@@ -182,7 +223,13 @@ class AssistantRunner:
             elif role == "assistant" and body.get("text"):
                 turns.append(Turn("assistant", body["text"]))
         kind, _name = channel_kind(channel)
-        return LLMRequest(channel=channel, turns=turns, room=kind == "room", members=sorted(names))
+        return LLMRequest(
+            channel=channel,
+            turns=turns,
+            room=kind == "room",
+            members=sorted(names),
+            partial=partial,
+        )
 
     async def _generate(self, state: _Reply, request: LLMRequest) -> Finish:
         stream = self.llm.stream(request)
@@ -228,26 +275,35 @@ class AssistantRunner:
         state.pieces.append(text)
         for listener in state.listeners:
             listener(text)
-        state.unsent += text
+        if len(state.unsent) == 2:
+            seq, held = state.unsent[1]
+            state.unsent[1] = (seq, held + text)
+        else:
+            state.unsent.append((state.seq, text))
+            state.seq += 1
         await self._publish_unsent(state)
 
     async def _publish_unsent(self, state: _Reply) -> bool:
-        """Publish the held text as the next delta; kept (same seq, no gap) while the broker is down."""
-        if not state.unsent:
-            return True
-        text = state.unsent
-        payload = encode(Delta(channel=state.channel, reply=state.reply, seq=state.seq, text=text))
-        frame = Envelope(Kind.DELTA, payload, reply=state.reply, seq=state.seq)
-        try:
-            await self.broker.reply_delta(state.channel, state.reply, text, frame)
-        except BrokerError as exc:
-            log.warning(
-                "delta %d of %s held until the broker answers: %s", state.seq, state.reply, exc
-            )
-            return False
-        state.unsent = ""
-        state.seq += 1
-        self.metrics.deltas.inc()
+        """Publish held deltas in order; False (they stay held, no seq gap) while the broker
+        is down. ``ReplyLost`` when another worker owns the reply now."""
+        while state.unsent:
+            seq, text = state.unsent[0]
+            payload = encode(Delta(channel=state.channel, reply=state.reply, seq=seq, text=text))
+            frame = Envelope(Kind.DELTA, payload, reply=state.reply, seq=seq)
+            try:
+                await self.broker.reply_delta(state.channel, state.reply, self.worker, text, frame)
+            except BrokerError as exc:
+                log.warning(
+                    "delta %d of %s held until the broker answers: %s", seq, state.reply, exc
+                )
+                return False
+            state.unsent.pop(0)
+            self.metrics.deltas.inc()
+            if state.lost_at_ms:
+                self.metrics.takeover_seconds.observe(
+                    max(0.0, (now_ms() - state.lost_at_ms) / 1000)
+                )
+                state.lost_at_ms = 0
         return True
 
     async def _finish(
@@ -258,6 +314,8 @@ class AssistantRunner:
             state.pending.clear()
         text = "".join(state.pieces)
         done = final_reply(state.channel, state.reply, text, reason, usage)
+        if state.taken_over:
+            done = done.model_copy(update={"taken_over": True})
         if failure is not None:
             log.warning("reply %s ended with %s: %s", state.reply, failure.code, failure.message)
             error = Error(
@@ -285,9 +343,19 @@ class AssistantRunner:
                 if not await self._publish_unsent(state):
                     raise BrokerError("the held delta could not be published")
                 result = await self.broker.append(
-                    state.channel, body, publish_as="done", finish_reply=state.reply
+                    state.channel,
+                    body,
+                    publish_as="done",
+                    finish_reply=state.reply,
+                    owner=self.worker,
                 )
-                return None if result is None else result.id
+                if result is None:
+                    return None
+                with contextlib.suppress(BrokerError):
+                    await self.broker.reply_end(state.reply, state.channel, self.worker)
+                return result.id
+            except ReplyLost:
+                return None
             except BrokerError as exc:
                 if time.monotonic() + delay > deadline:
                     log.error(
@@ -304,13 +372,20 @@ class AssistantRunner:
         with contextlib.suppress(BrokerError):
             await self.broker.publish(channel, Envelope(Kind.EVENT, encode(error)))
 
-    async def finish_orphan(self, channel: str, reply: str, deltas: list[str]) -> None:
-        """Close a reply whose worker died: store what it streamed, as ``interrupted``."""
-        text = "".join(deltas)
-        done = final_reply(channel, reply, text, "interrupted")
+    async def finish_orphan(self, claimed: InflightReply) -> None:
+        """Close a claimed reply without continuing it: what it streamed, as ``interrupted``."""
+        text = "".join(claimed.deltas)
+        done = final_reply(claimed.channel, claimed.reply, text, "interrupted")
+        done = done.model_copy(update={"taken_over": True})
         with contextlib.suppress(BrokerError):
             result = await self.broker.append(
-                channel, entry_body(done), publish_as="done", finish_reply=reply
+                claimed.channel,
+                entry_body(done),
+                publish_as="done",
+                finish_reply=claimed.reply,
+                owner=self.worker,
             )
             if result is not None:
-                log.info("reply %s of a dead worker closed as interrupted", reply)
+                await self.broker.reply_end(claimed.reply, claimed.channel, self.worker)
+                self.metrics.replies.labels("interrupted").inc()
+                log.info("reply %s of a dead worker closed as interrupted", claimed.reply)

@@ -11,7 +11,6 @@ from hub.broker.base import BrokerError, ChannelLog, Envelope, Kind, PubSub, Rep
 from hub.core.connection import Connection
 from hub.core.registry import Registry
 from hub.core.resume import Cursor
-from hub.core.watchdog import Watchdog
 from hub.errors import CloseCode
 from hub.metrics import Metrics
 from hub.protocol import Delta, encode, frame_from_entry, parse_id
@@ -33,13 +32,11 @@ class Fanout:
         settings: Settings,
         broker: ChannelBroker,
         registry: Registry,
-        watchdog: Watchdog,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.registry = registry
-        self.watchdog = watchdog
         self.metrics = metrics
         self._subscribing: dict[str, asyncio.Task[None]] = {}
         self._last_ids: dict[str, str] = {}
@@ -112,7 +109,6 @@ class Fanout:
             if frame.reply in self._finished or frame.seq < seqs.get(frame.reply, 0):
                 return False
             seqs[frame.reply] = frame.seq + 1
-        self.watchdog.note(channel, frame)
         return True
 
     def _end(self, channel: str, reply: str) -> None:

@@ -2,7 +2,8 @@
 
 Where things happen (each module holds one responsibility):
 ``sessions`` open and close connections, ``rooms`` join/leave and presence, ``fanout``
-delivers broker frames to local connections, ``watchdog`` notices replies of dead workers,
+delivers broker frames to local connections, ``watchdog`` beats this worker's heartbeat and
+takes over the replies of dead workers,
 ``assistant`` runs replies, ``topics`` names every pub/sub topic.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -81,14 +83,15 @@ class Hub:
         self.llm = llm
         self.metrics = metrics
         self.worker = settings.worker_id
+        # Replies and worker commands name this process, not the worker id: a worker restarted
+        # under the same id must still see the replies of its previous life as orphans.
+        self.incarnation = f"{self.worker}#{secrets.token_hex(4)}"
         self.registry = Registry()
-        self.runner = AssistantRunner(settings, broker, llm, self.worker, metrics)
-        self.watchdog = Watchdog(settings, broker, self.runner)
-        self.fanout = Fanout(settings, broker, self.registry, self.watchdog, metrics)
+        self.runner = AssistantRunner(settings, broker, llm, self.incarnation, metrics)
+        self.watchdog = Watchdog(settings, broker, self.runner, self.incarnation, metrics)
+        self.fanout = Fanout(settings, broker, self.registry, metrics)
         self.rooms = RoomService(settings, broker, self.registry, self.fanout)
-        self.sessions = Sessions(
-            settings, broker, self.registry, self.fanout, self.rooms, self.watchdog, metrics
-        )
+        self.sessions = Sessions(settings, broker, self.registry, self.fanout, self.rooms, metrics)
         self.draining = False
         self._tasks = Tasks()
         self._handlers: dict[type[Any], Callable[[Connection, Any], Awaitable[None]]] = {
@@ -104,8 +107,9 @@ class Hub:
     async def start(self) -> None:
         """Connect the broker, listen for this worker's commands, start the upkeep loop."""
         await self.broker.start(self._on_frame, self.fanout.catch_up)
-        await self.broker.subscribe(worker_topic(self.worker))
+        await self.broker.subscribe(worker_topic(self.incarnation))
         self._tasks.spawn(self._upkeep(), "upkeep")
+        self._tasks.spawn(self.watchdog.run(), "watchdog")
 
     async def drain(self) -> None:
         """Stop taking work, let replies finish (bounded), send every client elsewhere (1012)."""
@@ -122,8 +126,12 @@ class Hub:
     async def close(self) -> None:
         """Cancel every task this hub started and close the broker."""
         self.draining = True
-        await self.runner.shutdown()
+        # With other workers (Redis), replies still running are left for them to take over.
+        hand_over = self.settings.takeover and not self.settings.broker_url.startswith("memory:")
         await self._tasks.cancel_all()
+        await self.runner.shutdown(hand_over=hand_over)
+        if hand_over:
+            await self.watchdog.hand_over()
         await self.llm.aclose()
         await self.broker.close()
 
@@ -272,7 +280,7 @@ class Hub:
         self.metrics.messages.inc()
         kind, _name = channel_kind(channel)
         wanted = ask if ask is not None else kind == "dm" or bool(MENTION_RE.search(text))
-        reply = self.runner.start(channel, listener=listener) if wanted else None
+        reply = self.runner.start(channel, upto=result.id, listener=listener) if wanted else None
         return result, reply
 
     async def publish_message(self, channel: str, author: Author, text: str) -> str:
@@ -312,7 +320,7 @@ class Hub:
 
     async def stop_reply(self, reply: str, worker: str) -> None:
         """Stop a reply wherever it runs: here directly, elsewhere through its worker's topic."""
-        if worker == self.worker and self.runner.stop(reply):
+        if worker == self.incarnation and self.runner.stop(reply):
             return
         await self.broker.publish(worker_topic(worker), command("stop", reply=reply))
 
@@ -332,14 +340,12 @@ class Hub:
             self._tasks.spawn(self.rooms.on_user_command(topic.name, fields), "user-command")
 
     async def _upkeep(self) -> None:
-        """Renew leases, notice presence that faded and replies whose worker died."""
-        period = min(self.settings.presence_ttl, self.settings.reply_lease) / 3
+        """Renew presence and notice presence that faded."""
         while True:
-            await asyncio.sleep(period)
-            for tick in (self.watchdog.tick, self.rooms.tick):
-                try:
-                    await tick()
-                except BrokerError as exc:
-                    log.warning("upkeep skipped: %s", exc)
-                except Exception:
-                    log.exception("upkeep failed")
+            await asyncio.sleep(self.settings.presence_ttl / 3)
+            try:
+                await self.rooms.tick()
+            except BrokerError as exc:
+                log.warning("upkeep skipped: %s", exc)
+            except Exception:
+                log.exception("upkeep failed")

@@ -12,7 +12,6 @@ from hub.core.registry import Registry
 from hub.core.resume import Cursor, inflight_frames, replay_frames
 from hub.core.rooms import RoomService
 from hub.core.topics import user_topic
-from hub.core.watchdog import Watchdog
 from hub.metrics import Metrics
 from hub.protocol import (
     Author,
@@ -48,7 +47,6 @@ class Sessions:
         registry: Registry,
         fanout: Fanout,
         rooms: RoomService,
-        watchdog: Watchdog,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
@@ -56,7 +54,6 @@ class Sessions:
         self.registry = registry
         self.fanout = fanout
         self.rooms = rooms
-        self.watchdog = watchdog
         self.metrics = metrics
         self.limits = Limits(
             max_frame=settings.max_frame,
@@ -120,8 +117,6 @@ class Sessions:
         missed, cursor = replay_frames(channel, after, replay)
         if len(missed) > self.settings.outbound_queue // 2:
             return False
-        for state in replay.replies:
-            self.watchdog.watch(channel, state)
         frames.extend(missed)
         cursors[channel] = cursor
         return True
@@ -140,8 +135,6 @@ class Sessions:
             last_ids[channel] = latest[-1].id
             cursor.last_id = parse_id(latest[-1].id)
         replies = await self.broker.inflight(channel)
-        for state in replies:
-            self.watchdog.watch(channel, state)
         frames.extend(inflight_frames(channel, replies, cursor))
         cursors[channel] = cursor
 

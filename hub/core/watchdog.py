@@ -1,64 +1,113 @@
-"""Replies whose worker died: noticed from the frames a worker sees and the leases in the broker."""
+"""Worker liveness: one heartbeat per worker, and a sweeper that takes over the replies of
+workers whose heartbeat lapsed, whether or not anyone watches those replies."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
-from hub.broker.base import Envelope, InflightReply, Kind, Replies
+from hub.broker.base import BrokerError, Replies
 from hub.core.assistant import AssistantRunner
+from hub.metrics import Metrics
 from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 16
+"""Orphaned replies claimed at most per sweep: bounded work per tick."""
+
+BEATS_PER_TTL = 3
+"""Heartbeats per ``HUB_WORKER_TTL``: two may be lost before the worker counts as dead."""
+
+SWEEPS_PER_TTL = 5
+"""Sweeps per ``HUB_WORKER_TTL``: a dead worker's replies move within about 1.2 TTL."""
 
 
 class Watchdog:
-    """Renews this worker's reply leases and closes replies whose lease lapsed for good."""
+    """Beats this worker's heartbeat and sweeps for replies of dead workers."""
 
-    def __init__(self, settings: Settings, broker: Replies, runner: AssistantRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Replies,
+        runner: AssistantRunner,
+        worker: str,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.runner = runner
-        self._seen: dict[str, tuple[str, float]] = {}
-        self._lapsed: dict[str, float] = {}
+        self.worker = worker
+        self.metrics = metrics
+        self._steady_since: float | None = None
+        self._last_beat = 0.0
 
-    def note(self, channel: str, frame: Envelope) -> None:
-        """A frame of a channel passed by: a delta keeps its reply watched, a done ends it."""
-        if frame.kind is Kind.DELTA:
-            self._seen[frame.reply] = (channel, time.monotonic())
-            self._lapsed.pop(frame.reply, None)
-        elif frame.kind is Kind.DONE and frame.reply:
-            self._seen.pop(frame.reply, None)
-            self._lapsed.pop(frame.reply, None)
+    async def run(self) -> None:
+        """Beat and sweep until cancelled; a broker that is down only pauses both."""
+        ttl = self.settings.worker_ttl
+        period = ttl / SWEEPS_PER_TTL
+        while True:
+            now = time.monotonic()
+            if now - self._last_beat >= ttl / BEATS_PER_TTL:
+                await self.beat()
+            try:
+                await self.sweep()
+            except BrokerError as exc:
+                log.debug("sweep skipped: %s", exc)
+            except Exception:
+                log.exception("sweep failed")
+            await asyncio.sleep(period)
 
-    def watch(self, channel: str, state: InflightReply) -> None:
-        """Watch a reply a resuming client was given: if its worker died, no delta will come."""
-        lapsed = 0.0 if state.alive else self.settings.reply_lease
-        self._seen.setdefault(state.reply, (channel, time.monotonic() - lapsed))
-
-    def watched(self) -> set[str]:
-        """Replies being watched now (for tests and metrics)."""
-        return set(self._seen)
-
-    async def tick(self) -> None:
-        """Renew our leases; close replies that stayed quiet and unleased for a whole lease."""
-        leases = self.runner.leases()
-        if leases:
-            await self.broker.reply_renew(leases, self.settings.reply_lease)
+    async def beat(self) -> None:
+        """Renew this worker's heartbeat; note whether the beats have been steady."""
         now = time.monotonic()
-        lease = self.settings.reply_lease
-        for reply, (channel, seen) in list(self._seen.items()):
-            if now - seen < lease:
-                continue
-            states = [s for s in await self.broker.inflight(channel) if s.reply == reply]
-            if not states:  # finished
-                self._forget(reply)
-            elif states[0].alive:  # quiet but leased: look again, its worker may still die
-                self._seen[reply] = (channel, now)
-                self._lapsed.pop(reply, None)
-            elif now - self._lapsed.setdefault(reply, now) >= lease:
-                # Lapsed for a whole lease: its worker is gone. A lapse seen once may be Redis
-                # back from an outage (leases ran out meanwhile) before the worker renewed.
-                self._forget(reply)
-                await self.runner.finish_orphan(channel, reply, states[0].deltas)
+        try:
+            await self.broker.heartbeat(self.worker)
+        except BrokerError as exc:
+            log.debug("heartbeat failed: %s", exc)
+            self._steady_since = None
+            return
+        if self._steady_since is None or now - self._last_beat > self.settings.worker_ttl / 2:
+            self._steady_since = now  # first beat, or after a freeze (SIGSTOP, a stalled loop)
+        self._last_beat = now
 
-    def _forget(self, reply: str) -> None:
-        self._seen.pop(reply, None)
-        self._lapsed.pop(reply, None)
+    def steady(self) -> bool:
+        """Whether this worker's own beats went through for a whole TTL: only then may it judge
+        others dead. After a broker outage every heartbeat looks stale until each live worker
+        beat again, which takes at most a third of a TTL."""
+        since = self._steady_since
+        return since is not None and time.monotonic() - since >= self.settings.worker_ttl
+
+    async def sweep(self) -> int:
+        """Claim up to ``SWEEP_BATCH`` replies of dead workers and continue (or close) them."""
+        if not self.steady():
+            return 0
+        orphans = await self.broker.orphans(self.worker, self.settings.worker_ttl, SWEEP_BATCH)
+        claimed = 0
+        for orphan in orphans:
+            state = await self.broker.reply_claim(orphan, self.worker)
+            if state is None:
+                continue  # another worker was first, or the reply had ended
+            claimed += 1
+            self.metrics.orphans_swept.inc()
+            log.info(
+                "reply %s of %s (unheard since %d ms ago) taken over at seq %d",
+                orphan.reply,
+                orphan.worker,
+                int(time.time() * 1000) - orphan.last_heard_ms,
+                len(state.deltas),
+            )
+            if self.settings.takeover:
+                self.metrics.taken_over.inc()
+                self.runner.take_over(state, orphan.last_heard_ms)
+            else:
+                await self.runner.finish_orphan(state)
+        return claimed
+
+    async def hand_over(self) -> None:
+        """This worker is shutting down: let the others take its replies over at once."""
+        try:
+            await self.broker.worker_gone(self.worker)
+        except BrokerError as exc:
+            log.warning("could not hand replies over: %s", exc)

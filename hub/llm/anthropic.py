@@ -25,6 +25,7 @@ SDK's ``async with`` block, which closes the HTTP response at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator
@@ -42,6 +43,7 @@ from anthropic.types import (
 
 from hub.llm.base import Finish, LLMError, LLMRequest
 from hub.llm.context import Context, build_context
+from hub.llm.continuation import CONTINUE_PROMPT, Joiner, PrefillRefused
 from hub.llm.errors import (
     Service,
     broke_off_error,
@@ -233,19 +235,61 @@ class AnthropicLLM:
         return system, messages
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
-        """Yield Claude's text as it arrives, then a ``Finish`` with the token usage."""
+        """Yield Claude's text as it arrives, then a ``Finish`` with the token usage.
+
+        With ``request.partial`` (a takeover), the partial reply goes last as a prefilled
+        assistant turn, so the model continues it; where the model refuses a prefill, it is
+        asked in a user turn to continue the text instead. Only the continuation is yielded.
+        """
         if not self.has_credentials:
             log.error(NO_CREDENTIALS_LOG)
             raise LLMError("llm_unavailable", NO_CREDENTIALS)
         context = build_context(request, self.system_prompt, self.context_tokens)
         if context.dropped:
             log.debug("%s: %d old turns left out of the context", request.channel, context.dropped)
+        system, messages = self.render(context)
+        prefill = request.partial.rstrip()
+        if not prefill:
+            async with contextlib.aclosing(
+                self._stream(request.channel, system, messages)
+            ) as items:
+                async for item in items:
+                    yield item
+            return
+        join = Joiner(request.partial)
+        prefilled = [*messages, AssistantMessageParam(role="assistant", content=prefill)]
+        try:
+            log.info("%s: continuing a reply with a prefilled assistant turn", request.channel)
+            first = self._stream(request.channel, system, prefilled, prefill=True)
+            async with contextlib.aclosing(join(first)) as items:
+                async for item in items:
+                    yield item
+            return
+        except PrefillRefused:
+            log.info(
+                "%s: %s refuses a prefilled turn; asking it to continue the text instead",
+                request.channel,
+                self.model,
+            )
+        asked = [*prefilled, UserMessageParam(role="user", content=CONTINUE_PROMPT)]
+        async with contextlib.aclosing(join(self._stream(request.channel, system, asked))) as items:
+            async for item in items:
+                yield item
+
+    async def _stream(
+        self,
+        channel: str,
+        system: list[TextBlockParam],
+        messages: list[MessageParam],
+        *,
+        prefill: bool = False,
+    ) -> AsyncGenerator[str | Finish, None]:
+        """One streamed request; ``PrefillRefused`` when ``prefill`` and the API refuses it."""
         usage: dict[str, int] = {}
         stop: StopReason = "end"
         api_stop = ""
         produced = False
         streaming = False
-        system, messages = self.render(context)
         # The SDK (1.0+) dropped the sampling arguments; the API still takes them in the body.
         extra = {"temperature": self.temperature} if self.temperature is not None else None
         try:
@@ -272,19 +316,21 @@ class AnthropicLLM:
         except GiveUp as exc:
             raise exc.error from None
         except anthropic.AnthropicError as exc:
+            if prefill and not streaming and self.refuses_prefill(exc):
+                raise PrefillRefused from exc
             raise self.map_error(exc, streaming) from exc
         except httpx2.TimeoutException as exc:
-            log.warning("%s: the Anthropic stream stalled: %r", request.channel, exc)
+            log.warning("%s: the Anthropic stream stalled: %r", channel, exc)
             raise stalled_error(self.read_timeout) from exc
         except httpx2.HTTPError as exc:
-            log.warning("%s: the Anthropic stream broke off: %r", request.channel, exc)
+            log.warning("%s: the Anthropic stream broke off: %r", channel, exc)
             raise broke_off_error() from exc
         if api_stop == "refusal" and not produced:
             yield DECLINED
         result = Usage(**usage)
         log.info(
             "%s: reply done (%s, %s): input %d, output %d, cache read %d, cache write %d",
-            request.channel,
+            channel,
             self.model,
             stop,
             result.input_tokens,
@@ -293,6 +339,14 @@ class AnthropicLLM:
             result.cache_creation_input_tokens,
         )
         yield Finish(stop, usage=result)
+
+    @staticmethod
+    def refuses_prefill(exc: anthropic.AnthropicError) -> bool:
+        """A 400 saying the model takes no prefill (the conversation must end with the user)."""
+        if not isinstance(exc, anthropic.APIStatusError) or exc.status_code != 400:
+            return False
+        _, message, _ = error_fields(exc.body)
+        return "prefill" in (exc.api_message or message).lower()
 
     def map_error(self, exc: anthropic.AnthropicError, streaming: bool) -> LLMError:
         """One sentence a user can act on for each SDK failure; operator problems are logged."""

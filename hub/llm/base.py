@@ -28,6 +28,9 @@ class LLMRequest:
     turns: list[Turn]
     room: bool = False
     members: list[str] = field(default_factory=list)
+    partial: str = ""
+    """The reply so far, when a worker takes over a reply whose worker died: the provider
+    continues it and yields only the continuation."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
-from hub.llm.base import Finish, LLMRequest
+from hub.llm.base import Finish, LLMError, LLMRequest
 
 
 class EchoLLM:
@@ -18,9 +18,14 @@ class EchoLLM:
         self.delay = delay
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
+        """The whole echo, or with ``request.partial`` (a takeover) the rest of it after the
+        part already streamed, continuing from the next word."""
         last = request.turns[-1].text if request.turns else ""
         last = re.sub(r"@assistant\b", "", last).strip()
-        for piece in re.findall(r"\S+\s*", f"Echo: {last}"):
+        text = f"Echo: {last}"
+        if not text.startswith(request.partial):
+            raise LLMError("llm_error", "The echo cannot continue a reply to another message.")
+        for piece in re.findall(r"\S+\s*|^\s+", text[len(request.partial) :]):
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield piece

@@ -18,6 +18,7 @@ tokens too; they are reported as ``cache_read_input_tokens`` and left out of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -28,6 +29,7 @@ import httpx2
 from hub.llm.anthropic import CONNECT_TIMEOUT, MAX_RETRY_WAIT
 from hub.llm.base import Finish, LLMError, LLMRequest
 from hub.llm.context import Context, build_context
+from hub.llm.continuation import CONTINUE_PROMPT, Joiner
 from hub.llm.errors import (
     Service,
     broke_off_error,
@@ -166,17 +168,36 @@ class OpenAILLM:
         return messages
 
     async def stream(self, request: LLMRequest) -> AsyncGenerator[str | Finish, None]:
-        """Yield the model's text as it arrives, then a ``Finish`` with the token usage."""
+        """Yield the model's text as it arrives, then a ``Finish`` with the token usage.
+
+        With ``request.partial`` (a takeover) the partial reply goes as an assistant turn and
+        a user turn asks to continue it: chat APIs differ on a final assistant turn, this
+        shape every one of them takes. Only the continuation is yielded.
+        """
+        context = build_context(request, self.system_prompt, self.context_tokens)
+        messages = self.render(context)
+        partial = request.partial.rstrip()
+        if partial:
+            log.info("%s: continuing a reply (asked in a user turn)", request.channel)
+            messages.append({"role": "assistant", "content": partial})
+            messages.append({"role": "user", "content": CONTINUE_PROMPT})
+        stream = self._stream(request.channel, messages)
+        async with contextlib.aclosing(Joiner(request.partial)(stream)) as items:
+            async for item in items:
+                yield item
+
+    async def _stream(
+        self, channel: str, messages: list[ChatCompletionMessageParam]
+    ) -> AsyncGenerator[str | Finish, None]:
         import openai
 
-        context = build_context(request, self.system_prompt, self.context_tokens)
         usage = Usage()
         stop: StopReason = "end"
         streaming = False
         try:
             chunks = await self.client.chat.completions.create(
                 model=self.model,
-                messages=self.render(context),
+                messages=messages,
                 max_tokens=self.max_tokens,
                 temperature=openai.omit if self.temperature is None else self.temperature,
                 stream=True,
@@ -202,7 +223,7 @@ class OpenAILLM:
             raise self.map_error(exc, streaming) from exc
         log.info(
             "%s: reply done (%s, %s): input %d, output %d, cache read %d",
-            request.channel,
+            channel,
             self.model,
             stop,
             usage.input_tokens,

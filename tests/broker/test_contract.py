@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from hub.broker.base import AppendResult, Broker, Envelope, Kind
+from hub.broker.base import AppendResult, Broker, Envelope, Kind, ReplyLost
 from hub.protocol import frame_from_entry, parse_id
 from tests.broker.conftest import WAIT, Backend, Frames, event
 
@@ -72,9 +72,9 @@ async def test_published_frames_carry_their_kind_and_ids(backend: Backend) -> No
     broker, frames = await backend.make()
     await broker.subscribe("room:k")
     first = await stored(broker, "room:k", "hi")
-    await broker.reply_begin("room:k", "r7", "w1", "{}", lease=30)
+    await broker.reply_begin("room:k", "r7", "w1", "{}")
     delta = Envelope(Kind.DELTA, '{"type":"delta"}', reply="r7", seq=0)
-    await broker.reply_delta("room:k", "r7", "piece", delta)
+    await broker.reply_delta("room:k", "r7", "w1", "piece", delta)
     done = await stored(broker, "room:k", "piece", publish_as="done", finish_reply="r7")
     await sentinel(broker, frames, "room:k")
     got = [f for t, f in frames.envelopes if t == "room:k"][:3]
@@ -130,9 +130,13 @@ async def test_dedupe_expires(backend: Backend) -> None:
 async def test_finish_reply_once(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("room:a")
-    await broker.reply_begin("room:a", "r1", "w1", '{"m":1}', lease=10)
+    await broker.reply_begin("room:a", "r1", "w1", '{"m":1}')
     await broker.reply_delta(
-        "room:a", "r1", "par", Envelope(Kind.DELTA, '{"type":"delta","seq":0}', reply="r1")
+        "room:a",
+        "r1",
+        "w1",
+        "par",
+        Envelope(Kind.DELTA, '{"type":"delta","seq":0}', reply="r1", seq=0),
     )
     done = await broker.append("room:a", body("room:a", "partial"), publish_as="done",
                                finish_reply="r1")  # fmt: skip
@@ -158,7 +162,7 @@ async def test_finish_unknown_reply_stores_nothing(backend: Backend) -> None:
 
 async def test_dedupe_checked_before_finish(backend: Backend) -> None:
     broker, _ = await backend.make()
-    await broker.reply_begin("room:a", "r1", "w1", "{}", lease=10)
+    await broker.reply_begin("room:a", "r1", "w1", "{}")
     first = await stored(broker, "room:a", "done", dedupe="d", finish_reply="r1")
     again = await broker.append("room:a", body("room:a", "done"), dedupe="d", finish_reply="r1")
     assert again == AppendResult(first.id, duplicate=True)
@@ -248,13 +252,14 @@ async def test_replay_after_the_log_was_lost_gives_none(backend: Backend) -> Non
 async def test_replay_includes_replies_in_flight(backend: Backend) -> None:
     broker, _ = await backend.make()
     last = await stored(broker, "room:f", "question")
-    await broker.reply_begin("room:f", "r1", "w1", '{"author":"a"}', lease=30)
+    await broker.reply_begin("room:f", "r1", "w1", '{"author":"a"}')
     for seq, piece in enumerate(["Hel", "lo", " there"]):
         await broker.reply_delta(
             "room:f",
             "r1",
+            "w1",
             piece,
-            Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply="r1"),
+            Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply="r1", seq=seq),
         )
     replay = await broker.replay("room:f", last.id)
     assert replay is not None and replay.entries == []
@@ -265,65 +270,80 @@ async def test_replay_includes_replies_in_flight(backend: Backend) -> None:
         "w1",
         '{"author":"a"}',
     )
-    assert reply.deltas == ["Hel", "lo", " there"] and reply.alive
+    assert reply.deltas == ["Hel", "lo", " there"]
 
 
 # -- replies in flight --------------------------------------------------------------------
-async def test_inflight_deltas_in_order_and_lease(backend: Backend) -> None:
+def delta(reply: str, seq: int) -> Envelope:
+    return Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply=reply, seq=seq)
+
+
+async def test_inflight_deltas_in_order_once_each(backend: Backend) -> None:
     broker, frames = await backend.make()
     await broker.subscribe("room:i")
-    await broker.reply_begin("room:i", "live", "w1", "{}", lease=30)
-    await broker.reply_begin("room:i", "dying", "w2", "{}", lease=0.05)
-    await broker.reply_begin("room:other", "elsewhere", "w1", "{}", lease=30)
+    await broker.reply_begin("room:i", "live", "w1", "{}")
+    await broker.reply_begin("room:i", "other", "w2", "{}")
+    await broker.reply_begin("room:other", "elsewhere", "w1", "{}")
     pieces = [f"p{i}" for i in range(25)]
     for seq, piece in enumerate(pieces):
-        await broker.reply_delta(
-            "room:i",
-            "live",
-            piece,
-            Envelope(Kind.DELTA, f'{{"type":"delta","seq":{seq}}}', reply="live"),
-        )
+        await broker.reply_delta("room:i", "live", "w1", piece, delta("live", seq))
+    # A retry of a delta whose answer was lost is neither kept nor published again.
+    await broker.reply_delta("room:i", "live", "w1", "p24", delta("live", 24))
     await sentinel(broker, frames, "room:i")
     deltas = [p for p in frames.payloads("room:i") if '"delta"' in p]
     assert deltas == [f'{{"type":"delta","seq":{seq}}}' for seq in range(25)]
-
-    async def dying_expired() -> bool:
-        states = {r.reply: r for r in await broker.inflight("room:i")}
-        return not states["dying"].alive
-
-    await eventually(dying_expired)
     states = {r.reply: r for r in await broker.inflight("room:i")}
-    assert set(states) == {"live", "dying"}
-    assert states["live"].alive and states["live"].deltas == pieces
-    assert states["dying"].worker == "w2" and states["dying"].deltas == []
-    await broker.reply_renew([("room:i", "dying"), ("room:i", "live")], lease=30)
-    states = {r.reply: r for r in await broker.inflight("room:i")}
-    assert states["dying"].alive and states["live"].alive
+    assert set(states) == {"live", "other"}
+    assert states["live"].deltas == pieces
+    assert states["other"].worker == "w2" and states["other"].deltas == []
 
 
-async def test_renew_ignores_finished_replies(backend: Backend) -> None:
+async def test_only_the_owner_streams_and_finishes(backend: Backend) -> None:
     broker, _ = await backend.make()
-    await broker.reply_begin("room:i", "r", "w1", "{}", lease=30)
-    await stored(broker, "room:i", "done", finish_reply="r")
-    await broker.reply_renew([("room:i", "r")], lease=30)
-    await broker.reply_renew([], lease=30)
-    assert await broker.inflight("room:i") == []
-    assert await broker.reply_owner("r") is None
+    await broker.reply_begin("room:o", "r", "w1", "{}")
+    with pytest.raises(ReplyLost):
+        await broker.reply_delta("room:o", "r", "w2", "x", delta("r", 0))
+    with pytest.raises(ReplyLost):
+        await broker.reply_delta("room:o", "ghost", "w1", "x", delta("ghost", 0))
+    late = await broker.append("room:o", body("room:o", "x"), finish_reply="r", owner="w2")
+    assert late is None
+    assert await broker.reply_owner("r") == ("room:o", "w1")
+    assert await stored(broker, "room:o", "x", finish_reply="r", owner="w1")
 
 
-async def test_delta_of_unknown_reply_is_published_not_kept(backend: Backend) -> None:
-    broker, frames = await backend.make()
-    await broker.subscribe("room:d")
-    frame = Envelope(Kind.DELTA, '{"type":"delta","reply":"ghost"}', reply="ghost", seq=0)
-    await broker.reply_delta("room:d", "ghost", "boo", frame)
-    await frames.payload("room:d", '{"type":"delta","reply":"ghost"}')
-    assert await broker.inflight("room:d") == []
+async def test_orphans_of_dead_workers_are_claimed_once(backend: Backend) -> None:
+    broker, _ = await backend.make()
+    await broker.heartbeat("alive")
+    await broker.heartbeat("dead")
+    await broker.reply_begin("room:z", "r1", "dead", '{"upto":"1-0"}')
+    await broker.reply_delta("room:z", "r1", "dead", "Hel", delta("r1", 0))
+    await broker.reply_begin("room:z", "r2", "alive", "{}")
+    assert await broker.orphans("alive", 30, 10) == []
+    await broker.worker_gone("dead")
+    (orphan,) = await broker.orphans("alive", 30, 10)
+    assert (orphan.channel, orphan.reply, orphan.worker) == ("room:z", "r1", "dead")
+    assert await broker.orphans("dead", 30, 10) == []  # alive is alive
+    first, second = await asyncio.gather(
+        broker.reply_claim(orphan, "alive"), broker.reply_claim(orphan, "third")
+    )
+    assert second is None and first is not None
+    assert (first.reply, first.worker, first.meta, first.deltas) == (
+        "r1",
+        "alive",
+        '{"upto":"1-0"}',
+        ["Hel"],
+    )
+    assert await broker.reply_owner("r1") == ("room:z", "alive")
+    with pytest.raises(ReplyLost):  # the dead worker, back from a freeze, may not stream
+        await broker.reply_delta("room:z", "r1", "dead", "lo", delta("r1", 1))
+    await broker.reply_delta("room:z", "r1", "alive", "lo", delta("r1", 1))
+    assert await broker.orphans("alive", 30, 10) == []
 
 
 async def test_reply_owner(backend: Backend) -> None:
     broker, _ = await backend.make()
     assert await broker.reply_owner("r9") is None
-    await broker.reply_begin("dm:u", "r9", "worker-7", "{}", lease=30)
+    await broker.reply_begin("dm:u", "r9", "worker-7", "{}")
     assert await broker.reply_owner("r9") == ("dm:u", "worker-7")
     if backend.shared:
         other, _ = await backend.make()

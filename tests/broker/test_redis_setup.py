@@ -65,7 +65,6 @@ def test_names_of_one_channel_share_a_cluster_slot() -> None:
         names.ref(channel, "alice:ref-1"),
         names.inflight(channel),
         names.deltas(channel, "r1"),
-        names.lease(channel, "r1"),
     ]
     assert len({key_slot(name.encode()) for name in together}) == 1
     assert all(name.startswith("hub:") for name in together)

@@ -26,12 +26,14 @@ class SlowDeltas(MemoryBroker):
         self.down = False
         self.refused = 0
 
-    async def reply_delta(self, channel: str, reply: str, text: str, frame: Envelope) -> None:
+    async def reply_delta(
+        self, channel: str, reply: str, worker: str, text: str, frame: Envelope
+    ) -> None:
         await asyncio.sleep(self.pause)
         if self.down:
             self.refused += 1
             raise BrokerError("Redis is down (test)")
-        await super().reply_delta(channel, reply, text, frame)
+        await super().reply_delta(channel, reply, worker, text, frame)
 
 
 async def started(broker: MemoryBroker, echo_delay: float) -> CoreHub:

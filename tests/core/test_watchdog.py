@@ -1,53 +1,100 @@
-"""The watchdog: a reply whose worker stopped renewing its lease is closed, and only then."""
+"""Worker liveness and takeover on the embedded broker: a reply whose worker stopped beating is
+claimed by exactly one live worker and continued under its id, at its next seq."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
+from hub.broker.base import Envelope, Kind, Orphan
 from hub.broker.memory import MemoryBroker
 from hub.core.hub import Hub
 from hub.llm.echo import EchoLLM
 from hub.metrics import Metrics
-from tests.core.conftest import ListSink, make_settings
+from hub.protocol import Delta, encode
+from tests.core.conftest import CoreHub, make_settings
+
+TEXT = "one two three four five six"
 
 
-async def test_an_orphaned_reply_is_closed_after_its_lease_lapsed_for_a_whole_lease() -> None:
+async def orphan_in(broker: MemoryBroker, channel: str, streamed: list[str]) -> str:
+    """A question and a reply that streamed ``streamed`` on a worker that then died."""
+    body = {
+        "channel": channel,
+        "text": TEXT,
+        "author": {"id": "ann", "name": "Ann", "role": "user"},
+    }
+    asked = await broker.append(channel, json.dumps(body), dedupe=None)
+    assert asked is not None
+    meta = json.dumps({"upto": asked.id})
+    await broker.reply_begin(channel, "r1", "dead#1", meta)
+    await broker.heartbeat("dead#1")
+    await broker.worker_gone("dead#1")
+    for seq, text in enumerate(streamed):
+        delta = encode(Delta(channel=channel, reply="r1", seq=seq, text=text))
+        await broker.reply_delta(
+            channel, "r1", "dead#1", text, Envelope(Kind.DELTA, delta, reply="r1", seq=seq)
+        )
+    return asked.id
+
+
+async def test_a_dead_workers_reply_is_continued_from_the_next_word() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(reply_lease=0.2), broker, EchoLLM(0.0), Metrics())
+    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
+    await hub.start()
+    core = CoreHub(hub)
+    try:
+        _conn, sink = await core.open("ann")
+        await orphan_in(broker, "dm:ann", ["Echo: ", "one two "])
+        (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
+        assert done["reply"] == "r1" and done["taken_over"] is True
+        assert done["text"] == f"Echo: {TEXT}" and done["stop_reason"] == "end"
+        seqs = [d["seq"] for d in sink.of("delta")]
+        assert seqs == list(range(len(seqs))) and len(seqs) > 2  # the dead worker's, then ours
+        assert "".join(d["text"] for d in sink.of("delta")) == done["text"]
+        assert await broker.inflight("dm:ann") == []
+    finally:
+        for conn in core.conns:
+            conn.close(1000, "")
+        await hub.close()
+
+
+async def test_exactly_one_claim_wins() -> None:
+    broker = MemoryBroker()
+    await orphan_in(broker, "dm:ann", ["Echo: "])
+    orphan = Orphan("dm:ann", "r1", "dead#1", 0)
+    first, second = await asyncio.gather(
+        broker.reply_claim(orphan, "a#1"), broker.reply_claim(orphan, "b#1")
+    )
+    assert [first is not None, second is not None] == [True, False]
+    assert await broker.reply_owner("r1") == ("dm:ann", "a#1")
+
+
+async def test_a_live_worker_keeps_its_replies() -> None:
+    broker = MemoryBroker()
+    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.05), Metrics())
     await hub.start()
     try:
-        await broker.subscribe("dm:ann")
-        await broker.reply_begin("dm:ann", "r1", "dead-worker", "{}", lease=0.2)
-        state = (await broker.inflight("dm:ann"))[0]
-        hub.watchdog.watch("dm:ann", state)
-        await hub.watchdog.tick()
-        assert await broker.inflight("dm:ann")  # leased: still streaming
-        await asyncio.sleep(0.25)
-        await hub.watchdog.tick()  # lapsed once: might be Redis back from an outage
-        assert await broker.inflight("dm:ann")
-        await asyncio.sleep(0.25)
-        await hub.watchdog.tick()
-        assert await broker.inflight("dm:ann") == []
-        entries, _ = await broker.history("dm:ann", None, 5)
-        assert '"stop_reason":"interrupted"' in entries[-1].body
-        assert hub.watchdog.watched() == set()
+        await broker.append("dm:ann", json.dumps({"channel": "dm:ann", "text": TEXT}))
+        hub.runner.start("dm:ann")
+        await asyncio.sleep(0.5)  # more than a TTL: beats went on
+        assert await broker.orphans("other#1", 0.2, 10) == []
+        assert hub.metrics.orphans_swept._value.get() == 0
     finally:
         await hub.close()
 
 
-async def test_a_live_worker_keeps_its_replies_leased() -> None:
+async def test_takeover_off_closes_the_orphan_as_interrupted() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(reply_lease=0.2, echo_delay=0.05), broker, EchoLLM(0.05), Metrics())
+    hub = Hub(make_settings(worker_ttl=0.2, takeover=False), broker, EchoLLM(0.0), Metrics())
     await hub.start()
+    core = CoreHub(hub)
     try:
-        sink = ListSink()
-        reply = hub.runner.start("dm:ann")
-        await asyncio.sleep(0.05)
-        for _ in range(4):
-            await hub.watchdog.tick()
-            states = [s for s in await broker.inflight("dm:ann") if s.reply == reply]
-            assert states == [] or states[0].alive
-            await asyncio.sleep(0.1)
-        assert sink.frames == []
+        _conn, sink = await core.open("ann")
+        await orphan_in(broker, "dm:ann", ["Echo: ", "one "])
+        (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
+        assert (done["text"], done["stop_reason"]) == ("Echo: one ", "interrupted")
     finally:
+        for conn in core.conns:
+            conn.close(1000, "")
         await hub.close()

@@ -26,14 +26,14 @@ E2E_ENV = {
     "HUB_LLM": "echo",
     "HUB_ECHO_DELAY": "0.02",  # one word per 20 ms: a 200-word text streams for about 4 s
     "HUB_DELTA_INTERVAL": "0.04",
-    "HUB_REPLY_LEASE": "2",
+    "HUB_WORKER_TTL": "2.5",
     "HUB_PRESENCE_TTL": "3",
     "HUB_RATE": "100",
     "HUB_RATE_BURST": "100",
     "HUB_DRAIN_TIMEOUT": "5",
     "HUB_HEARTBEAT": "20",
 }
-"""Settings of every worker: fast leases and a slow echo, so faults land mid-reply."""
+"""Settings of every worker: the default heartbeat TTL, a slow echo so faults land mid-reply."""
 
 WORKERS = ("hub1", "hub2", "hub3")
 FAULT_COUNTS = REPO_ROOT / "test-output" / "fault-counts.jsonl"

@@ -13,6 +13,7 @@ import pytest
 from hub.llm import create_llm
 from hub.llm.anthropic import DECLINED, NO_CREDENTIALS, AnthropicLLM
 from hub.llm.base import Finish, LLMRequest, Turn
+from hub.llm.continuation import CONTINUE_PROMPT
 from hub.llm.errors import parse_retry_after
 from hub.protocol import Usage
 from hub.settings import load_settings
@@ -475,3 +476,55 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
+
+
+# -- continuing a reply another worker started (takeover) ---------------------------------
+def cut_off(partial: str) -> LLMRequest:
+    request = dm("Say hello to the world")
+    return LLMRequest(channel=request.channel, turns=request.turns, partial=partial)
+
+
+def last_turns(fake: FakeAnthropic, index: int = -1) -> list[tuple[str, str]]:
+    """(role, text) of the last two messages of a request."""
+    out = []
+    for message in fake.requests[index].body["messages"][-2:]:
+        content = message["content"]
+        text = content if isinstance(content, str) else "".join(b["text"] for b in content)
+        out.append((message["role"], text))
+    return out
+
+
+async def test_a_partial_reply_is_continued_from_a_prefilled_assistant_turn(
+    fake_anthropic: FakeAnthropic, llm: AnthropicLLM
+) -> None:
+    fake_anthropic.script(Reply(pieces=["ld", "!"]))
+    outcome = await collect(llm.stream(cut_off("Hello, wor")))
+    assert outcome.text == "ld!" and outcome.finish is not None
+    assert last_turns(fake_anthropic) == [
+        ("user", "Say hello to the world"),
+        ("assistant", "Hello, wor"),
+    ]
+
+
+async def test_the_prefill_is_sent_trimmed_and_the_join_keeps_one_space(
+    fake_anthropic: FakeAnthropic, llm: AnthropicLLM
+) -> None:
+    fake_anthropic.script(Reply(pieces=[" ", " world", "!"]))
+    outcome = await collect(llm.stream(cut_off("Hello, ")))
+    assert fake_anthropic.attempts == 1  # the fake refuses trailing whitespace, as the API does
+    assert last_turns(fake_anthropic)[-1] == ("assistant", "Hello,")
+    assert "Hello, " + outcome.text == "Hello, world!"
+
+
+async def test_a_model_that_refuses_prefill_is_asked_to_continue_the_text(
+    fake_anthropic: FakeAnthropic, llm: AnthropicLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_anthropic.refuse_prefill = True
+    fake_anthropic.script(Reply(pieces=["world", "!"]))
+    with caplog.at_level(logging.INFO, logger="hub.llm.anthropic"):
+        outcome = await collect(llm.stream(cut_off("Hello, ")))
+    assert outcome.error is None and "Hello, " + outcome.text == "Hello, world!"
+    assert fake_anthropic.attempts == 2
+    assert last_turns(fake_anthropic, 0)[-1] == ("assistant", "Hello,")
+    assert last_turns(fake_anthropic, 1) == [("assistant", "Hello,"), ("user", CONTINUE_PROMPT)]
+    assert "refuses a prefilled turn" in caplog.text

@@ -11,6 +11,7 @@ import pytest
 
 from hub.llm import create_llm
 from hub.llm.base import Finish, LLMRequest, Turn
+from hub.llm.continuation import CONTINUE_PROMPT
 from hub.llm.openai import MISSING_EXTRA, OpenAILLM
 from hub.protocol import Usage
 from hub.settings import load_settings
@@ -240,3 +241,18 @@ def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
         OpenAILLM(model="m", base_url="http://127.0.0.1:9/v1", system_prompt="", max_tokens=8)
     assert str(caught.value) == MISSING_EXTRA
     assert "pip install" in MISSING_EXTRA
+
+
+async def test_a_partial_reply_is_continued_after_a_user_turn_asking_for_it(
+    fake_openai: FakeOpenAI, llm: OpenAILLM
+) -> None:
+    fake_openai.script(Reply(pieces=[" world", "!"], stop_reason="stop"))
+    base = dm("Say hello to the world")
+    request = LLMRequest(channel=base.channel, turns=base.turns, partial="Hello, ")
+    outcome = await collect(llm.stream(request))
+    assert "Hello, " + outcome.text == "Hello, world!"
+    messages = fake_openai.requests[0].body["messages"]
+    assert [(m["role"], m["content"]) for m in messages[-2:]] == [
+        ("assistant", "Hello,"),
+        ("user", CONTINUE_PROMPT),
+    ]

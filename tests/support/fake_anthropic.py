@@ -12,6 +12,9 @@ whole hub through ``fake.env()``: ``HUB_LLM``, ``ANTHROPIC_API_KEY``, ``ANTHROPI
 Each request takes the next scripted :class:`Reply` (``fake.default`` once the script is
 used up). Every request is recorded (path, headers, JSON body) in ``fake.requests``; a
 client that goes away while its stream is open is counted in ``fake.disconnects``.
+With ``fake.refuse_prefill``, a conversation that ends with an assistant turn gets the 400
+the API gives models that take no prefill (and uses up no scripted reply); the API's rule
+that a final assistant turn must not end in whitespace is always checked.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class LoopbackServer:
         self.requests: list[Received] = []
         self.disconnects = 0
         self.default = Reply()
+        self.refuse_prefill = False
         self._script: deque[Reply] = deque()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -165,6 +169,9 @@ class LoopbackServer:
             body = {}
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(Received(request.path, headers, body))
+        refused = self.check(body)
+        if refused is not None:
+            return self.error_response(refused)
         reply = self._script.popleft() if self._script else self.default
         try:
             if reply.stall_before_headers:
@@ -183,6 +190,10 @@ class LoopbackServer:
             self._changed.set()
             self._changed = asyncio.Event()
             raise
+
+    def check(self, body: dict[str, Any]) -> Reply | None:
+        """A 400 for a request the real API refuses; None when it is fine (see each fake)."""
+        return None
 
     def error_response(self, reply: Reply) -> web.Response:
         """An HTTP error with the API's JSON error body."""
@@ -228,6 +239,32 @@ class FakeAnthropic(LoopbackServer):
             "ANTHROPIC_API_KEY": self.api_key,
             "ANTHROPIC_BASE_URL": self.url,
         }
+
+    def check(self, body: dict[str, Any]) -> Reply | None:
+        messages = body.get("messages") or [{}]
+        last = messages[-1]
+        if last.get("role") != "assistant":
+            return None
+        if self.refuse_prefill:
+            return Reply.status_error(
+                400,
+                "invalid_request_error",
+                "This model does not support assistant message prefill. "
+                "The conversation must end with a user message.",
+            )
+        content = last.get("content")
+        text = (
+            content
+            if isinstance(content, str)
+            else "".join(b.get("text", "") for b in content or [])
+        )
+        if text != text.rstrip():
+            return Reply.status_error(
+                400,
+                "invalid_request_error",
+                "messages: final assistant content cannot end with trailing whitespace",
+            )
+        return None
 
     async def write_stream(
         self, response: web.StreamResponse, reply: Reply, body: dict[str, Any]
