@@ -38,10 +38,11 @@ async def test_the_greeting_never_lands_between_a_question_and_its_answer(core: 
 
 async def test_a_fresh_session_gets_replies_in_flight_from_their_start(core: CoreHub) -> None:
     broker = core.hub.broker
-    await broker.reply_begin("dm:ann", "r1", "w1", "{}", lease=30)
+    await broker.reply_begin("dm:ann", "r1", "w1", "{}")
     for seq, piece in enumerate(["Once ", "upon "]):
         delta = Delta(channel="dm:ann", reply="r1", seq=seq, text=piece)
-        await broker.reply_delta("dm:ann", "r1", piece, Envelope(Kind.DELTA, encode(delta)))
+        frame = Envelope(Kind.DELTA, encode(delta), reply="r1", seq=seq)
+        await broker.reply_delta("dm:ann", "r1", "w1", piece, frame)
     _conn, sink = await core.open("ann")
     assert [(d["seq"], d["text"]) for d in sink.of("delta")] == [(0, "Once "), (1, "upon ")]
     assert sink.frames[0]["type"] == "welcome"
