@@ -12,6 +12,8 @@ import sys
 from aiohttp import web
 
 from hub.auth import mint_token
+from hub.broker import BrokerError, create_broker
+from hub.core.identity import revoke_user
 from hub.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("hub")
@@ -28,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--user", required=True, help="user id: 1-64 of A-Z a-z 0-9 _ . -")
     token.add_argument("--name", required=True, help="display name")
     token.add_argument("--ttl", type=int, help="seconds until it expires (default HUB_TOKEN_TTL)")
+    token.add_argument(
+        "--rooms", help="comma-separated rooms it may join: names, prefixes ending in '*'"
+    )
+    revoke = sub.add_parser(
+        "revoke", help="void every token of a user issued until now and close its connections"
+    )
+    revoke.add_argument("--user", required=True, help="user id")
     bench = sub.add_parser("bench", help="load a running hub and report throughput and latency")
     bench.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL")
     bench.add_argument("--users", type=int, default=50)
@@ -64,19 +73,47 @@ def main(argv: list[str] | None = None) -> int:
         if settings.secret is None:
             print("hub: set HUB_SECRET to the secret the hub runs with.", file=sys.stderr)
             return 2
+        rooms = None if args.rooms is None else [r.strip() for r in args.rooms.split(",")]
         try:
             print(
                 mint_token(
-                    settings.secret_value(), args.user, args.name, args.ttl or settings.token_ttl
+                    settings.secret_value(),
+                    args.user,
+                    args.name,
+                    min(args.ttl or settings.token_ttl, settings.token_max_ttl),
+                    rooms=rooms,
                 )
             )
         except ValueError as exc:
             print(f"hub: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "revoke":
+        return asyncio.run(_revoke(settings, args.user))
     from hub.bench import run_bench
 
     return asyncio.run(run_bench(args.url, args.users, args.messages, args.room, args.interval))
+
+
+async def _revoke(settings: Settings, user_id: str) -> int:
+    """Set the user's revocation mark in the shared broker and close its connections."""
+    if settings.broker_url.startswith("memory://"):
+        print(
+            "hub: revocation needs the shared broker (HUB_BROKER_URL=redis://...); a hub on "
+            "the embedded broker forgets every session when restarted with a new HUB_SECRET.",
+            file=sys.stderr,
+        )
+        return 2
+    broker = create_broker(settings)
+    try:
+        at = await revoke_user(broker, user_id, settings.token_max_ttl)
+    except BrokerError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await broker.close()
+    print(f"Tokens of {user_id} issued until {at} (Unix time) are void; its connections close.")
+    return 0
 
 
 async def _serve(settings: Settings) -> int:

@@ -91,3 +91,8 @@ UNAVAILABLE = "The hub cannot reach its message store right now; try again in a 
 def unavailable(ref: str | None = None) -> FrameError:
     """The refusal for a broker that cannot be reached; its internals stay in the log."""
     return FrameError("unavailable", UNAVAILABLE, ref, 1.0)
+
+
+def refusal_close_code(exc: HubError) -> CloseCode:
+    """How a connection refused at its start closes: 4001 for identity, else 4029 (back off)."""
+    return CloseCode.UNAUTHORIZED if exc.code == "unauthorized" else CloseCode.ABUSE

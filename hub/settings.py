@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hub.protocol import ROOM_GRANT_RE
+
 log = logging.getLogger(__name__)
 
 LLMName = Literal["echo", "anthropic", "openai"]
@@ -52,6 +54,20 @@ class Settings(BaseSettings):
     outbound_queue: int = Field(512, ge=8)
     rate: float = Field(1.0, gt=0)
     rate_burst: int = Field(10, ge=1)
+    login_rate: float = Field(0.2, gt=0)
+    login_burst: int = Field(20, ge=1)
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
+    max_connections_per_user: int = Field(50, ge=1)
+    max_connections_per_ip: int = Field(200, ge=1)
+    max_replies_per_user: int = Field(2, ge=1)
+    max_replies_per_room: int = Field(3, ge=1)
+    max_replies_per_worker: int = Field(32, ge=1)
+    daily_tokens: int = Field(0, ge=0)
+    guest_data_ttl: int = Field(7 * 24 * 3600, gt=0)
+    guest_rooms: Annotated[list[str], NoDecode] = ["lobby"]
+    max_rooms_per_user: int = Field(100, ge=1)
+    room_create_rate: float = Field(0.01, gt=0)
+    room_create_burst: int = Field(10, ge=1)
     presence_ttl: float = Field(30.0, gt=0)
     worker_ttl: float = Field(2.5, gt=0)
     takeover: bool = True
@@ -82,6 +98,26 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("guest_rooms", mode="before")
+    @classmethod
+    def _split_rooms(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for grant in value:
+                if not isinstance(grant, str) or not ROOM_GRANT_RE.fullmatch(grant):
+                    raise ValueError(
+                        f"{grant!r} is not a room name (a-z 0-9 _ -), a prefix ending in '*', or '*'"
+                    )
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("secret")

@@ -295,5 +295,45 @@ class Tickets(Protocol):
         ...
 
 
-class Broker(PubSub, ChannelLog, Replies, Rooms, Presence, RateLimits, Tickets, Protocol):
+class Quotas(Protocol):
+    """Shared counts behind the abuse limits: leased slots, expiring counters, marks."""
+
+    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        """Hold one of ``limit`` slots of ``key`` for ``holder`` on a lease of ``ttl`` seconds.
+
+        True when held (or already held by ``holder``); False when ``limit`` others hold one.
+        Leases that were not renewed (their worker died) free their slot by themselves.
+        """
+        ...
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        """Give a slot back."""
+        ...
+
+    async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
+        """Extend the leases of (key, holder) slots this worker still holds."""
+        ...
+
+    async def counter_add(self, key: str, amount: int, ttl: float) -> int:
+        """Add to a counter that vanishes ``ttl`` seconds after it was created; the new total."""
+        ...
+
+    async def mark_set(self, key: str, value: str, ttl: float) -> None:
+        """Keep a small value under ``key`` for ``ttl`` seconds (read by any worker)."""
+        ...
+
+    async def mark_get(self, key: str) -> str | None:
+        """The value under ``key``, or None."""
+        ...
+
+    async def expire_user(self, user_id: str, ttl: float) -> None:
+        """Let a user's own data (its dm's log, its room list) vanish ``ttl`` s from now.
+
+        Calling it again pushes the moment back: guests' data outlives their last activity
+        by ``ttl`` only.
+        """
+        ...
+
+
+class Broker(PubSub, ChannelLog, Replies, Rooms, Presence, RateLimits, Tickets, Quotas, Protocol):
     """Everything workers share; see the module docstring for the vocabulary."""

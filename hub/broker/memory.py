@@ -17,7 +17,7 @@ from hub.broker.base import (
     Replay,
     ReplyLost,
 )
-from hub.protocol import frame_from_entry, parse_id
+from hub.protocol import dm_channel, frame_from_entry, parse_id
 
 
 class _Log:
@@ -49,6 +49,11 @@ class MemoryBroker:
         self._presence: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._tickets: dict[str, tuple[str, float]] = {}
+        self._slots: dict[str, dict[str, float]] = defaultdict(dict)
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._marks: dict[str, tuple[str, float]] = {}
+        self._user_expiry: dict[str, float] = {}
+        self._next_sweep = 0.0
 
     async def start(self, on_frame: FrameHandler, on_reconnect: ReconnectHandler) -> None:
         self._on_frame = on_frame
@@ -243,3 +248,58 @@ class MemoryBroker:
     async def ticket_take(self, key: str) -> str | None:
         value, until = self._tickets.pop(key, ("", 0.0))
         return value if until > time.monotonic() else None
+
+    # -- quotas ----------------------------------------------------------------------------
+    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        now = time.monotonic()
+        slots = self._slots[key]
+        for old in [h for h, until in slots.items() if until <= now]:
+            del slots[old]
+        if holder not in slots and len(slots) >= limit:
+            return False
+        slots[holder] = now + ttl
+        return True
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        slots = self._slots.get(key)
+        if slots is not None:
+            slots.pop(holder, None)
+            if not slots:
+                del self._slots[key]
+
+    async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
+        until = time.monotonic() + ttl
+        for key, holder in slots:
+            held = self._slots.get(key)
+            if held is not None and holder in held:
+                held[holder] = until
+
+    async def counter_add(self, key: str, amount: int, ttl: float) -> int:
+        now = time.monotonic()
+        total, until = self._counters.get(key, (0, now + ttl))
+        if until <= now:
+            total, until = 0, now + ttl
+        self._counters[key] = (total + amount, until)
+        return total + amount
+
+    async def mark_set(self, key: str, value: str, ttl: float) -> None:
+        self._marks[key] = (value, time.monotonic() + ttl)
+
+    async def mark_get(self, key: str) -> str | None:
+        value, until = self._marks.get(key, ("", 0.0))
+        return value if until > time.monotonic() else None
+
+    async def expire_user(self, user_id: str, ttl: float) -> None:
+        now = time.monotonic()
+        self._user_expiry[user_id] = now + ttl
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(ttl, 60.0)
+        for gone in [u for u, until in self._user_expiry.items() if until <= now]:
+            del self._user_expiry[gone]
+            self._logs.pop(dm_channel(gone), None)
+            self._rooms.pop(gone, None)
+        for key in [k for k, (_v, until) in self._counters.items() if until <= now]:
+            del self._counters[key]
+        for key in [k for k, (_v, until) in self._marks.items() if until <= now]:
+            del self._marks[key]

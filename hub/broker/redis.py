@@ -35,6 +35,7 @@ from hub.broker.base import (
 )
 from hub.broker.redis_link import PubSubLink
 from hub.broker.redis_names import RedisNames
+from hub.broker.redis_quotas import RedisQuotas
 from hub.protocol import parse_id
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisBroker:
+class RedisBroker(RedisQuotas):
     """Implements ``Broker`` on one Redis shared by every worker."""
 
     def __init__(
@@ -95,6 +96,7 @@ class RedisBroker:
         self._presence_online = client.register_script(lua.PRESENCE_ONLINE)
         self._presence_drop_user = client.register_script(lua.PRESENCE_DROP_USER)
         self._rate_take = client.register_script(lua.RATE_TAKE)
+        self._init_quotas(client)
 
         self._closed = False
 

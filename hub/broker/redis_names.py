@@ -78,3 +78,15 @@ class RedisNames:
     def ticket(self, key: str) -> str:
         """A single-use ticket (one key, read and deleted in one GETDEL)."""
         return f"{self.prefix}:ticket:{key}"
+
+    def slots(self, key: str) -> str:
+        """Sorted set of a limit's holders scored by lease expiry (ms, Redis clock)."""
+        return f"{self.prefix}:slots:{{{key}}}"
+
+    def counter(self, key: str) -> str:
+        """An integer that expires a fixed time after it was created (a day's token use)."""
+        return f"{self.prefix}:count:{{{key}}}"
+
+    def mark(self, key: str) -> str:
+        """A small value every worker reads (a user's revocation time)."""
+        return f"{self.prefix}:mark:{{{key}}}"

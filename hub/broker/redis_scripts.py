@@ -226,3 +226,42 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.ceil(burst / rate * 1000) + 1000))
 return string.format('%.17g', wait)
 """
+
+SLOT_TAKE = (
+    _NOW_MS
+    + """
+-- KEYS: slots.  ARGV: holder, limit, lease ms.  Returns 1 when held, 0 when all are taken.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+local ttl = tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + ttl), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+)
+
+SLOT_RENEW = (
+    _NOW_MS
+    + """
+-- KEYS: slots.  ARGV: holder, lease ms.  Extends a lease still held (XX: never re-takes one).
+local ttl = tonumber(ARGV[2])
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', string.format('%.0f', now + ttl), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return renewed
+"""
+)
+
+COUNTER_ADD = """
+-- KEYS: counter.  ARGV: amount, ttl ms.  The ttl is set once, when the counter is created.
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return total
+"""

@@ -31,10 +31,13 @@ class Sink(Protocol):
 class Connection:
     """A sender never awaits this connection: frames go to a bounded queue drained by one task."""
 
-    def __init__(self, user: User, sink: Sink, max_queue: int, *, transport: str = "ws") -> None:
+    def __init__(
+        self, user: User, sink: Sink, max_queue: int, *, transport: str = "ws", peer: str = ""
+    ) -> None:
         self.id = next(_ids)
         self.user = user
         self.transport = transport
+        self.peer = peer  # the client's address, for per-address limits
         self.channels: set[str] = set()
         self._sink = sink
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(max_queue)

@@ -18,9 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hub.broker.base import AppendResult, Broker, BrokerError, Envelope
+from hub.core.access import refusal, room_allowed
 from hub.core.assistant import AssistantRunner, ReplyListener
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout
+from hub.core.identity import TokenWatch
+from hub.core.limits import Limiter, release_quietly
 from hub.core.registry import Registry
 from hub.core.rooms import RoomService
 from hub.core.sessions import Sessions
@@ -88,6 +91,8 @@ class Hub:
         self.incarnation = f"{self.worker}#{secrets.token_hex(4)}"
         self.registry = Registry()
         self.runner = AssistantRunner(settings, broker, llm, self.incarnation, metrics)
+        self.limits = Limiter(settings, broker)
+        self.tokens = TokenWatch(broker)
         self.watchdog = Watchdog(settings, broker, self.runner, self.incarnation, metrics)
         self.fanout = Fanout(settings, broker, self.registry, metrics)
         self.rooms = RoomService(settings, broker, self.registry, self.fanout)
@@ -132,6 +137,7 @@ class Hub:
         await self.runner.shutdown(hand_over=hand_over)
         if hand_over:
             await self.watchdog.hand_over()
+        await self.limits.close()
         await self.llm.aclose()
         await self.broker.close()
 
@@ -149,11 +155,21 @@ class Hub:
 
     # -- sessions (the web layer's entry points) -----------------------------------------
     async def open_session(self, conn: Connection, resume: dict[str, str] | None) -> None:
-        """Welcome a signed-in connection (see ``Sessions.open``)."""
+        """Welcome a signed-in connection (see ``Sessions.open``) within the connection limits.
+
+        Raises FrameError when the token was revoked, or the user or its address holds too many
+        connections already.
+        """
+        await self.tokens.check(conn.user)
+        await self.limits.admit(conn)
         await self.sessions.open(conn, resume)
+        self.tokens.watch(conn)
+        await self.limits.touch_guest(conn.user)
 
     async def close_session(self, conn: Connection) -> None:
-        """Forget a connection (see ``Sessions.close``)."""
+        """Forget a connection (see ``Sessions.close``) and free its connection slots."""
+        self.tokens.unwatch(conn)
+        await release_quietly(self.limits, conn)
         await self.sessions.close(conn)
 
     async def watch_reply(self, conn: Connection, channel: str, reply: str) -> None:
@@ -172,14 +188,18 @@ class Hub:
 
     async def join_room(self, user: User, room: str) -> None:
         """Make a user a member of a room without a connection (HTTP); their tabs get ``joined``."""
+        await self.tokens.check(user)
         await self.rooms.join_user(user, room, None)
+        await self.limits.touch_guest(user)
 
     async def leave_room(self, user: User, room: str) -> None:
         """End a user's membership without a connection (HTTP); their tabs get ``left``."""
+        await self.tokens.check(user)
         await self.rooms.leave_user(user, room, None)
 
     async def issue_ticket(self, user: User) -> str:
         """A single-use ticket for an event stream (see ``hub.core.tickets``)."""
+        await self.tokens.check(user)
         return await issue_ticket(self.broker, user)
 
     async def redeem_ticket(self, ticket: str) -> User | None:
@@ -195,6 +215,8 @@ class Hub:
             if handler is None:
                 raise FrameError("invalid", "Send 'hello' only once, as the first frame.")
             await handler(conn, frame)
+            if isinstance(frame, Join):
+                await self.limits.touch_guest(conn.user)
         except FrameError as exc:
             self.send_error(conn, exc.code, exc.message, exc.ref or frame.ref, exc.retry_after)
         except BrokerError as exc:
@@ -273,15 +295,28 @@ class Hub:
             ref=ref,
         )
         dedupe = f"{user.id}:{ref}" if ref else None
-        result = await self.broker.append(channel, entry_body(body), dedupe=dedupe)
-        assert result is not None
-        if result.duplicate:
-            return result, None
-        self.metrics.messages.inc()
         kind, _name = channel_kind(channel)
         wanted = ask if ask is not None else kind == "dm" or bool(MENTION_RE.search(text))
-        reply = self.runner.start(channel, upto=result.id, listener=listener) if wanted else None
-        return result, reply
+        held = await self.limits.reserve_reply(user, channel, ref) if wanted else None
+        try:
+            result = await self.broker.append(channel, entry_body(body), dedupe=dedupe)
+        except BaseException:
+            if held is not None:
+                await self.limits.cancel(held)
+            raise
+        assert result is not None
+        await self.limits.touch_guest(user)
+        if result.duplicate:
+            if held is not None:
+                await self.limits.cancel(held)
+            return result, None
+        self.metrics.messages.inc()
+        if held is None:
+            return result, None
+        held.reply = self.runner.start(
+            channel, upto=result.id, listener=self.limits.track(held, listener)
+        )
+        return result, held.reply
 
     async def publish_message(self, channel: str, author: Author, text: str) -> str:
         """Store a backend's message in a user's dm or a room (proactive message, hand-off)."""
@@ -294,12 +329,17 @@ class Hub:
         return result.id
 
     async def check_access(self, user: User, channel: str, conn: Connection | None) -> None:
-        """A dm is its owner's alone; a room is open to its members (join first)."""
+        """A dm is its owner's alone; a room is open to its members (join first) whose token
+        allows it; a request without a connection also proves its token was not revoked."""
+        if conn is None:
+            await self.tokens.check(user)
         kind, name = channel_kind(channel)
         if kind == "dm":
             if name != user.id:
                 raise FrameError("forbidden", "That is another user's private channel.")
             return
+        if not room_allowed(user, name, self.settings):
+            raise refusal(user, name, self.settings, None)
         if conn is not None and channel in conn.channels:
             return
         if name not in await self.broker.user_rooms(user.id):
@@ -336,16 +376,22 @@ class Hub:
         if topic.kind == "worker":
             if fields["op"] == "stop":
                 self.runner.stop(str(fields.get("reply")))
+        elif fields["op"] == "revoke":
+            self.tokens.on_revoke(list(self.registry.of_user(topic.name)), fields)
         else:
             self._tasks.spawn(self.rooms.on_user_command(topic.name, fields), "user-command")
 
+    async def _renew_limits(self) -> None:
+        await self.limits.renew(set(self.runner.running))
+
     async def _upkeep(self) -> None:
-        """Renew presence and notice presence that faded."""
+        """Renew presence and limit leases; notice presence that faded."""
         while True:
             await asyncio.sleep(self.settings.presence_ttl / 3)
-            try:
-                await self.rooms.tick()
-            except BrokerError as exc:
-                log.warning("upkeep skipped: %s", exc)
-            except Exception:
-                log.exception("upkeep failed")
+            for tick in (self.rooms.tick, self._renew_limits):
+                try:
+                    await tick()
+                except BrokerError as exc:
+                    log.warning("upkeep skipped: %s", exc)
+                except Exception:
+                    log.exception("upkeep failed")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from hub.broker.base import ChannelLog, Envelope, Kind, Presence, PubSub, Rooms
+from hub.broker.base import ChannelLog, Envelope, Kind, Presence, PubSub, RateLimits, Rooms
+from hub.core.access import check_join
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
 from hub.core.registry import Registry
@@ -30,7 +31,7 @@ from hub.protocol import (
 from hub.settings import Settings
 
 
-class RoomBroker(PubSub, ChannelLog, Rooms, Presence, Protocol):
+class RoomBroker(PubSub, ChannelLog, Rooms, Presence, RateLimits, Protocol):
     """The broker roles rooms use."""
 
 
@@ -53,6 +54,7 @@ class RoomService:
 
     async def join_user(self, user: User, room: str, ref: str | None) -> None:
         """``join`` for a user with or without a connection (``POST /api/rooms/<room>/join``)."""
+        await check_join(self.broker, self.settings, user, room, ref)
         await self.broker.room_join(room, user.id, user.name)
         await self.broker.presence_touch(room, user.id, self.worker, self.settings.presence_ttl)
         await self.broker.publish(user_topic(user.id), command("join", room=room, ref=ref))

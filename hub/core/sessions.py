@@ -6,6 +6,7 @@ import contextlib
 from typing import Protocol
 
 from hub.broker.base import BrokerError, ChannelLog, PubSub, Replay, Replies, Rooms
+from hub.core.access import room_allowed
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
 from hub.core.registry import Registry
@@ -71,7 +72,11 @@ class Sessions:
             conn.hold()
             if self.registry.add_user(conn):
                 await self.broker.subscribe(user_topic(user.id))
-            rooms = await self.broker.user_rooms(user.id)
+            rooms = [
+                r
+                for r in await self.broker.user_rooms(user.id)
+                if room_allowed(user, r, self.settings)
+            ]
             channels = [dm_channel(user.id), *(room_channel(r) for r in rooms)]
             for channel in channels:
                 await self.fanout.attach(conn, channel)

@@ -29,6 +29,7 @@ from hub.protocol import (
 from hub.web.auth import request_user, require_api_key
 from hub.web.htmx import chat_html, is_htmx
 from hub.web.keys import HUB, METRICS, SETTINGS
+from hub.web.peer import client_ip
 from hub.web.sse import event_stream, finish
 
 CHAT_TIMEOUT = 300.0
@@ -84,6 +85,7 @@ async def login(request: web.Request) -> web.Response:
     if not settings.guest_login:
         raise FrameError("not_found", "Guest login is off on this hub; ask for a token.")
     body = await _body(request, LoginBody)
+    await request.app[HUB].limits.guest_login(client_ip(request))
     try:
         name = clean_name(body.name)
     except ValueError as exc:

@@ -14,10 +14,11 @@ from aiohttp_sse import EventSourceResponse
 
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
-from hub.errors import UNAVAILABLE, CloseCode
+from hub.errors import UNAVAILABLE, CloseCode, HubError, refusal_close_code
 from hub.web.event_ids import StreamPosition
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.origin import origin_allowed
+from hub.web.peer import client_ip
 from hub.web.tickets import stream_user
 
 PING_SECONDS = 15.0
@@ -78,7 +79,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     position = StreamPosition.decode(last_event_id(request))
     resume = dict(position.cursor) or None
     response = await event_stream(request)
-    conn = Connection(user, SseSink(response, position), settings.outbound_queue, transport="sse")
+    conn = Connection(
+        user,
+        SseSink(response, position),
+        settings.outbound_queue,
+        transport="sse",
+        peer=client_ip(request),
+    )
     conn.start()
     metrics = request.app[METRICS]
     metrics.connections.labels("sse").inc()
@@ -88,6 +95,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     except BrokerError:
         hub.send_error(conn, "unavailable", UNAVAILABLE, None, 1.0)
         conn.close(CloseCode.TRY_AGAIN, "message store unreachable; reconnect later")
+    except HubError as exc:  # over a connection limit, or the token was revoked
+        hub.send_error(conn, exc.code, exc.message, None, exc.retry_after)
+        conn.close(refusal_close_code(exc), exc.message)
     except (ConnectionError, RuntimeError):
         pass
     finally:

@@ -13,7 +13,7 @@ from hub.auth import AuthError, verify_token
 from hub.broker.base import BrokerError
 from hub.core.connection import Connection
 from hub.core.hub import Hub
-from hub.errors import UNAVAILABLE, CloseCode, FrameError
+from hub.errors import UNAVAILABLE, CloseCode, FrameError, HubError, refusal_close_code
 from hub.protocol import (
     Error,
     Hello,
@@ -25,6 +25,7 @@ from hub.settings import Settings
 from hub.web.auth import request_user
 from hub.web.keys import HUB, METRICS, SETTINGS
 from hub.web.origin import origin_allowed
+from hub.web.peer import client_ip
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     else:
         user = header_user
     metrics = request.app[METRICS]
-    conn = Connection(user, WsSink(ws), settings.outbound_queue)
+    conn = Connection(user, WsSink(ws), settings.outbound_queue, peer=client_ip(request))
     conn.start()
     metrics.connections.labels("ws").inc()
     try:
@@ -127,6 +128,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             log.warning("session of %s not opened: %s", user.id, exc)
             hub.send_error(conn, "unavailable", UNAVAILABLE, ref, 1.0)
             conn.close(CloseCode.TRY_AGAIN, "message store unreachable; reconnect later")
+            return ws
+        except HubError as exc:  # over a connection limit, or the token was revoked
+            hub.send_error(conn, exc.code, exc.message, ref, exc.retry_after)
+            conn.close(refusal_close_code(exc), exc.message)
             return ws
         await _read_loop(ws, conn, hub, late_hello=header_user is not None)
     finally:

@@ -33,6 +33,7 @@ HUB_ENV = {
     "HUB_ECHO_DELAY": "0.05",  # one word per 50 ms: a reply visibly streams
     "HUB_RATE": "50",
     "HUB_RATE_BURST": "50",
+    "HUB_GUEST_ROOMS": "*",  # the pages sign in as guests and open rooms of their own
 }
 
 

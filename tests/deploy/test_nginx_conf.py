@@ -274,7 +274,11 @@ def upstream_app(name: str, release: dict[str, asyncio.Event]) -> web.Applicatio
         await response.write_eof()
         return response
 
+    async def login(request: web.Request) -> web.Response:
+        return web.json_response({"token": "t", "worker": name})
+
     app = web.Application()
+    app.router.add_post("/api/login", login)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", ws)
     app.router.add_get("/api/events", sse)
@@ -362,3 +366,36 @@ async def test_server_sent_events_flow_unbuffered(proxy: Proxy, method: str, pat
                 proxy.release[path].set()
                 rest = await asyncio.wait_for(response.content.read(), 5)
                 assert rest == b"data: [DONE]\n\n"
+
+
+async def test_guest_logins_are_limited_per_address(proxy: Proxy) -> None:
+    statuses, bodies = [], []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(40):
+            async with session.post(proxy.url + "/api/login", json={"name": "x"}) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "2"
+                    bodies.append((await response.json())["error"]["code"])
+    # 1 + a burst of 20 at once; the rate (30 a minute) lets one more through every 2 s.
+    assert 21 <= statuses.count(200) <= 22
+    assert statuses.count(429) == 40 - statuses.count(200)
+    assert set(bodies) == {"rate_limited"}
+
+
+async def test_open_websockets_are_limited_per_address(proxy: Proxy) -> None:
+    url = proxy.url.replace("http", "ws") + "/ws"
+    opened, refused = [], 0
+    connector = aiohttp.TCPConnector(limit=0)  # the default pool would queue past 100
+    async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(60):
+        try:
+            for _ in range(205):
+                try:
+                    opened.append(await session.ws_connect(url))
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 429
+                    refused += 1
+            assert (len(opened), refused) == (200, 5)
+        finally:
+            for sock in opened:
+                await sock.close()

@@ -1,0 +1,76 @@
+"""The ``Quotas`` role on Redis; each command touches one key, so none crosses a cluster slot."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import cast
+
+from redis.asyncio import Redis
+
+from hub.broker import redis_scripts as lua
+from hub.broker.redis_names import RedisNames
+from hub.protocol import dm_channel
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisQuotas:
+    """Leased slots, expiring counters and marks; mixed into ``RedisBroker``."""
+
+    _redis: Redis
+    _names: RedisNames
+
+    def _guard(self, what: str) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    def _init_quotas(self, client: Redis) -> None:
+        self._slot_take = client.register_script(lua.SLOT_TAKE)
+        self._slot_renew = client.register_script(lua.SLOT_RENEW)
+        self._counter_add = client.register_script(lua.COUNTER_ADD)
+
+    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+        async with self._guard("check a limit"):
+            held = await self._slot_take(
+                keys=[self._names.slots(key)], args=[holder, limit, _ms(ttl)]
+            )
+        return bool(held)
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        async with self._guard("release a limit"):
+            await self._redis.zrem(self._names.slots(key), holder)
+
+    async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
+        if not slots:
+            return
+        async with self._guard("renew limits"):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, holder in slots:
+                await self._slot_renew(
+                    keys=[self._names.slots(key)], args=[holder, _ms(ttl)], client=pipe
+                )
+            await pipe.execute()
+
+    async def counter_add(self, key: str, amount: int, ttl: float) -> int:
+        async with self._guard("count usage"):
+            total = await self._counter_add(
+                keys=[self._names.counter(key)], args=[amount, _ms(ttl)]
+            )
+        return int(total)
+
+    async def mark_set(self, key: str, value: str, ttl: float) -> None:
+        async with self._guard("set a mark"):
+            await self._redis.set(self._names.mark(key), value, px=_ms(ttl))
+
+    async def mark_get(self, key: str) -> str | None:
+        async with self._guard("read a mark"):
+            return cast(str | None, await self._redis.get(self._names.mark(key)))
+
+    async def expire_user(self, user_id: str, ttl: float) -> None:
+        n, dm = self._names, dm_channel(user_id)
+        async with self._guard("set a user's data to expire"):
+            pipe = self._redis.pipeline(transaction=False)
+            for key in (n.log(dm), n.meta(dm), n.rooms(user_id)):
+                pipe.pexpire(key, _ms(ttl))
+            await pipe.execute()

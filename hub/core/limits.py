@@ -1,0 +1,195 @@
+"""Limits every worker shares through the broker: logins, connections, replies at once, a budget.
+
+Slots (connections, replies in progress) are leases this worker renews in its upkeep, so the
+share of a worker that died frees itself within a lease. The daily token budget counts what
+the providers report as used, per user and UTC day.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.broker.base import BrokerError, Quotas, RateLimits
+from hub.core.assistant import ReplyListener
+from hub.core.connection import Connection
+from hub.core.tasks import Tasks
+from hub.errors import FrameError
+from hub.protocol import Done, Error, Usage, User
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY = 5.0
+"""Seconds a refused reply or connection is told to wait before trying again."""
+DAY = 86400
+
+_ids = itertools.count(1)
+
+
+class LimitBroker(Quotas, RateLimits, Protocol):
+    """The broker roles limits use."""
+
+
+@dataclass(slots=True)
+class Reservation:
+    """The slots of one reply: taken before its question is stored, freed when it ends."""
+
+    user: User
+    slots: list[tuple[str, str]] = field(default_factory=list)
+    reply: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+
+def tokens_used(usage: Usage) -> int:
+    """What counts against the daily budget: every token the provider billed."""
+    return (
+        usage.input_tokens
+        + usage.output_tokens
+        + usage.cache_read_input_tokens
+        + usage.cache_creation_input_tokens
+    )
+
+
+def seconds_to_midnight(now: float | None = None) -> int:
+    """Until the daily budget starts over (UTC)."""
+    current = time.time() if now is None else now
+    return DAY - int(current) % DAY
+
+
+class Limiter:
+    """This worker's side of the shared limits; the counts themselves live in the broker."""
+
+    def __init__(self, settings: Settings, broker: LimitBroker) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.holder = settings.worker_id
+        self.lease = max(settings.presence_ttl, settings.worker_ttl)
+        self._connections: dict[int, list[tuple[str, str]]] = {}
+        self._replies: dict[int, Reservation] = {}
+        self._tasks = Tasks()
+
+    async def guest_login(self, ip: str) -> None:
+        """One more guest login from ``ip``; 429 past HUB_LOGIN_RATE / HUB_LOGIN_BURST."""
+        s = self.settings
+        wait = await self.broker.rate_take(f"login:{ip}", s.login_rate, s.login_burst)
+        if wait > 0:
+            raise FrameError(
+                "rate_limited",
+                f"Too many sign-ins from your address; wait {wait:.0f} s and try again.",
+                retry_after=round(wait, 2),
+            )
+
+    async def admit(self, conn: Connection) -> None:
+        """Hold a connection slot of its user and of its address, or refuse it."""
+        s = self.settings
+        holder = f"{self.holder}|{conn.id}"
+        wanted = [(f"conn:user:{conn.user.id}", s.max_connections_per_user, "you have")]
+        if conn.peer:
+            wanted.append((f"conn:ip:{conn.peer}", s.max_connections_per_ip, "your address has"))
+        held: list[tuple[str, str]] = []
+        self._connections[conn.id] = held
+        for key, limit, who in wanted:
+            if not await self.broker.slot_take(key, holder, limit, self.lease):
+                raise FrameError(
+                    "rate_limited",
+                    f"Too many connections: {who} {limit} open already; close one first.",
+                    retry_after=BUSY_RETRY,
+                )
+            held.append((key, holder))
+
+    async def release(self, conn: Connection) -> None:
+        """Give back a connection's slots (safe to call twice)."""
+        for key, holder in self._connections.pop(conn.id, []):
+            await self.broker.slot_release(key, holder)
+
+    async def reserve_reply(self, user: User, channel: str, ref: str | None) -> Reservation:
+        """Check the budget and hold reply slots (user, channel, worker), or refuse: busy."""
+        s = self.settings
+        if s.daily_tokens:
+            used = await self.broker.counter_add(self._budget_key(user), 0, 2 * DAY)
+            if used >= s.daily_tokens:
+                wait = seconds_to_midnight()
+                raise FrameError(
+                    "quota_exceeded",
+                    f"You have used today's assistant budget ({s.daily_tokens} tokens); "
+                    f"it starts over in {wait // 3600} h {wait % 3600 // 60} min (UTC midnight).",
+                    ref,
+                    float(wait),
+                )
+        if len(self._replies) >= s.max_replies_per_worker:
+            raise self._busy("this worker is answering as many questions as it can", ref)
+        res = Reservation(user)
+        holder = f"{self.holder}|{res.id}"
+        self._replies[res.id] = res
+        for key, limit, what in (
+            (f"reply:user:{user.id}", s.max_replies_per_user, "your earlier questions"),
+            (f"reply:chan:{channel}", s.max_replies_per_room, "questions in this channel"),
+        ):
+            if not await self.broker.slot_take(key, holder, limit, self.lease):
+                await self.cancel(res)
+                raise self._busy(f"the assistant is still answering {what}", ref)
+            res.slots.append((key, holder))
+        return res
+
+    def _busy(self, why: str, ref: str | None) -> FrameError:
+        return FrameError(
+            "busy", f"Not now: {why}; try again in a moment.", ref, retry_after=BUSY_RETRY
+        )
+
+    def _budget_key(self, user: User) -> str:
+        return f"tokens:{user.id}:{int(time.time()) // DAY}"
+
+    async def cancel(self, res: Reservation) -> None:
+        """Free a reservation's slots (its question was a duplicate, or its reply ended)."""
+        if self._replies.pop(res.id, None) is None:
+            return
+        for key, holder in res.slots:
+            await self.broker.slot_release(key, holder)
+
+    def track(self, res: Reservation, listener: ReplyListener | None) -> ReplyListener:
+        """A listener for the reply: passes items on, and at its end frees slots, counts usage.
+
+        Set ``res.reply`` once the reply has its id, so upkeep can tell when it ended unseen.
+        """
+
+        def listen(item: str | Done | Error) -> None:
+            if listener is not None:
+                listener(item)
+            if isinstance(item, Done):
+                self._tasks.spawn(self._ended(res, item.usage), f"reply-end-{item.reply}")
+
+        return listen
+
+    async def _ended(self, res: Reservation, usage: Usage | None) -> None:
+        await self.cancel(res)
+        if usage is not None and self.settings.daily_tokens:
+            await self.broker.counter_add(self._budget_key(res.user), tokens_used(usage), 2 * DAY)
+
+    async def touch_guest(self, user: User) -> None:
+        """Push back the moment a guest's data expires (HUB_GUEST_DATA_TTL after its last use)."""
+        if user.guest:
+            await self.broker.expire_user(user.id, self.settings.guest_data_ttl)
+
+    async def renew(self, running: set[str]) -> None:
+        """Upkeep: renew the leases of what is still held; free replies that ended unseen."""
+        for res in [r for r in self._replies.values() if r.reply and r.reply not in running]:
+            await self.cancel(res)
+        slots = [s for held in self._connections.values() for s in held]
+        slots += [s for res in self._replies.values() for s in res.slots]
+        await self.broker.slot_renew(slots, self.lease)
+
+    async def close(self) -> None:
+        """Cancel the usage-counting tasks still running."""
+        await self._tasks.cancel_all()
+
+
+async def release_quietly(limiter: Limiter, conn: Connection) -> None:
+    """Release on close; a broker that is down lets the leases lapse instead."""
+    try:
+        await limiter.release(conn)
+    except BrokerError as exc:
+        log.info("connection slots of %s left to lapse: %s", conn.user.id, exc)
