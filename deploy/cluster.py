@@ -744,7 +744,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         port=port,
         host=args.host,
         redis_port=args.redis_port,
-        secret=args.secret,
+        secret=_read_secret_file(args.secret_file),
         redis_prefix=args.redis_prefix,
         redis_persist=args.redis_persist,
         env=env,
@@ -856,10 +856,25 @@ def _up_detached(args: argparse.Namespace, port: int, run_dir: Path) -> int:
     return 1
 
 
+def _read_secret_file(path: str | None) -> str | None:
+    """The secret in ``path`` (first line), or None without a path."""
+    if path is None:
+        return None
+    secret = Path(path).read_text().strip()
+    if len(secret.encode()) < 32:
+        raise SystemExit(f"{path}: HUB_SECRET must be at least 32 bytes")
+    return secret
+
+
 def _forwarded_options(args: argparse.Namespace) -> list[str]:
     out = ["--workers", str(args.workers), "--host", args.host, "--timeout", str(args.timeout)]
     out += ["--redis-port", str(args.redis_port), "--redis-prefix", args.redis_prefix]
-    for flag, value in (("--secret", args.secret), ("--llm", args.llm), ("--nginx", args.nginx)):
+    # The secret travels as a file name, never as a value: argv is visible to every local user.
+    for flag, value in (
+        ("--secret-file", args.secret_file),
+        ("--llm", args.llm),
+        ("--nginx", args.nginx),
+    ):
         if value:
             out += [flag, value]
     if args.redis_server:
@@ -961,7 +976,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a Redis Cluster (3 masters, 3 replicas) instead of one redis-server",
     )
-    up.add_argument("--secret", default=None, help="HUB_SECRET (default: $HUB_SECRET, else random)")
+    up.add_argument(
+        "--secret-file",
+        default=None,
+        help="file holding HUB_SECRET (default: $HUB_SECRET, else random); "
+        "a file, not a value, so the secret never shows in `ps`",
+    )
     up.add_argument(
         "--llm", default=None, help="HUB_LLM for every worker (echo, anthropic, openai)"
     )

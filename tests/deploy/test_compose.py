@@ -77,10 +77,20 @@ def test_broker_url_points_at_the_redis_service(compose: dict[str, Any]) -> None
     assert "healthcheck" in redis_service
     for name in HUBS:
         hub = services(compose)[name]
-        match = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", hub["environment"]["HUB_BROKER_URL"])
-        assert match is not None
+        url = hub["environment"]["HUB_BROKER_URL"]
+        match = re.fullmatch(r"redis://:\$\{REDIS_PASSWORD\}@([^:/]+):(\d+)/\d+", url)
+        assert match is not None, url
         assert match.group(1) == "redis" and match.group(2) == "6379"
         assert hub["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_redis_needs_the_password_the_workers_use(compose: dict[str, Any]) -> None:
+    redis_service = services(compose)["redis"]
+    assert re.fullmatch(
+        r"\$\{REDIS_PASSWORD:\?[^}]+\}", redis_service["environment"]["REDIS_PASSWORD"]
+    )
+    assert '--requirepass "$$REDIS_PASSWORD"' in " ".join(redis_service["command"])
+    assert "REDISCLI_AUTH" in " ".join(redis_service["healthcheck"]["test"])
 
 
 def test_nginx_upstream_lists_every_worker_at_its_address(compose: dict[str, Any]) -> None:
