@@ -262,6 +262,9 @@ class Cluster:
         self.nginx_prefix = self.run_dir / "nginx"
 
         self.secret = secret or os.environ.get("HUB_SECRET") or secrets.token_urlsafe(32)
+        # Any local user could reach a loopback Redis: it gets a password of its own, given in
+        # a config file (mode 600), never on a command line.
+        self.redis_password = secrets.token_urlsafe(18)
         self._extra_env = dict(env or {})
         merged = {**os.environ, **self._extra_env}
         self.drain_timeout = float(merged.get("HUB_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT))
@@ -316,7 +319,7 @@ class Cluster:
         """The workers' HUB_BROKER_URL: ``redis://`` or, with a Redis Cluster, ``redis+cluster://``."""
         if self.redis_nodes is not None:
             return self.redis_nodes.url
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def worker_ports(self) -> list[int]:
@@ -489,6 +492,9 @@ class Cluster:
                 return
             self._check_port(self.redis_port, "redis-server")
             (self.run_dir / "redis").mkdir(parents=True, exist_ok=True)
+            self._write_private(
+                self.run_dir / "redis" / "redis.conf", "requirepass " + self.redis_password
+            )
             self.redis.start()
             wait_until(
                 lambda: redis_ping("127.0.0.1", self.redis_port),
@@ -649,6 +655,7 @@ class Cluster:
         )
         return [
             self._redis_bin,
+            str(data_dir / "redis.conf"),
             "--port", str(self.redis_port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -682,10 +689,14 @@ class Cluster:
             raise ClusterError(f"port {port} for {who} is in use by another process") from None
 
     def _write_secret(self) -> None:
-        path = self.run_dir / "secret"
+        self._write_private(self.run_dir / "secret", self.secret)
+
+    @staticmethod
+    def _write_private(path: Path, line: str) -> None:
+        """Write one line to a file only its owner can read."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(self.secret + "\n")
+            handle.write(line + "\n")
 
 
 # --------------------------------------------------------------------------- command line

@@ -90,11 +90,12 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a Redis server at ``host:port`` answers PING with PONG (not while loading)."""
+    """True when a Redis server at ``host:port`` answers PING (not while loading); a server
+    that wants a password first (NOAUTH) is up too."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 

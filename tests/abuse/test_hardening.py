@@ -14,8 +14,10 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
+from hub.broker.base import BrokerError
 from hub.render import render_markdown
 from hub.web.app import create_app
+from hub.web.keys import HUB
 from hub.web.security import runner_options
 from tests.conftest import SECRET, HubFactory, HubUnderTest, make_settings
 from tests.support.wsclient import connect
@@ -250,3 +252,16 @@ async def test_a_guest_token_is_marked_guest(hub: HubUnderTest) -> None:
     client = await connect(hub.session, hub.ws_url, token)
     assert "guest" not in client.welcome["user"]
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["guest"] is True
+
+
+async def test_a_broker_failure_does_not_show_its_address_to_clients(
+    hub: HubUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise BrokerError("Redis at 10.1.2.3:6379 could not record a reply: Connection refused.")
+
+    monkeypatch.setattr(hub.app[HUB].broker, "reply_begin", unreachable)
+    client = await hub.connect("ann")
+    await client.send(type="send", text="hello?", ref="m")
+    error = await client.expect("error", code="unavailable")
+    assert "10.1.2.3" not in error["message"] and "Redis" not in error["message"]

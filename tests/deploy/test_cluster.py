@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -65,6 +66,18 @@ def test_addresses_and_state(cluster: Cluster) -> None:
     assert [w["pid"] for w in state["workers"]] == [w.process.pid for w in cluster.workers]
     assert (cluster.run_dir / "secret").read_text().strip() == cluster.secret
     assert os.stat(cluster.run_dir / "secret").st_mode & 0o077 == 0
+
+
+def test_redis_wants_a_password_that_no_command_line_shows(cluster: Cluster) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.redis_port), timeout=5) as sock:
+        sock.sendall(b"GET anything\r\n")
+        assert sock.recv(64).startswith(b"-NOAUTH")
+    assert f":{cluster.redis_password}@" in cluster.redis_url
+    conf = cluster.run_dir / "redis" / "redis.conf"
+    assert os.stat(conf).st_mode & 0o077 == 0
+    argv = (Path("/proc") / str(cluster.redis.pid) / "cmdline").read_bytes().decode()
+    assert cluster.redis_password not in argv
+    assert cluster.secret not in argv
 
 
 async def test_round_robin_over_http_and_websocket(cluster: Cluster) -> None:
