@@ -77,6 +77,7 @@ class _Reply:
     """Deltas the broker did not take (down), sent first and in order once it answers: the
     head may have been tried, new text joins an untried tail, so at most two wait."""
     seq: int = 0
+    held_logged: int = -1
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
     lost: bool = False
@@ -293,9 +294,11 @@ class AssistantRunner:
             try:
                 await self.broker.reply_delta(state.channel, state.reply, self.worker, text, frame)
             except BrokerError as exc:
-                log.warning(
-                    "delta %d of %s held until the broker answers: %s", seq, state.reply, exc
-                )
+                if state.held_logged != seq:  # once per held delta, not once per retry
+                    state.held_logged = seq
+                    log.warning(
+                        "delta %d of %s held until the broker answers: %s", seq, state.reply, exc
+                    )
                 return False
             state.unsent.pop(0)
             self.metrics.deltas.inc()

@@ -82,12 +82,16 @@ class Fanout:
         self._cursors.pop(conn.id, None)
 
     def deliver(self, channel: str, frame: Envelope) -> None:
-        """Hand a channel's frame to every local member (each queue bounded; no awaiting)."""
+        """Hand a channel's frame to every local member (each queue bounded; no awaiting),
+        except to connections whose own resume already gave it to them: a frame published
+        before a resume read the log can reach this worker after the resume was sent."""
         if not self._track(channel, frame):
             return
-        conns = self.registry.in_channel(channel)
-        for conn in conns:
-            conn.deliver(channel, frame.payload)
+        cursors = self._cursors
+        for conn in self.registry.in_channel(channel):
+            cursor = cursors.get(conn.id, {}).get(channel) if cursors else None
+            if cursor is None or cursor.admits_frame(frame):
+                conn.deliver(channel, frame.payload)
         self.metrics.frames_out.inc(len(self.registry.by_channel.get(channel, ())))
 
     def _track(self, channel: str, frame: Envelope) -> bool:
@@ -138,22 +142,13 @@ class Fanout:
             for entry in replay.entries:
                 payload = frame_from_entry("message", entry.id, entry.body)
                 reply = str(json.loads(entry.body).get("reply") or "")
-                self._catch_up(channel, Envelope(Kind.MESSAGE, payload, entry.id, reply))
+                self.deliver(channel, Envelope(Kind.MESSAGE, payload, entry.id, reply))
             for state in replay.replies:
                 for seq, text in enumerate(state.deltas):
                     delta = Delta(channel=channel, reply=state.reply, seq=seq, text=text)
-                    self._catch_up(
+                    self.deliver(
                         channel, Envelope(Kind.DELTA, encode(delta), reply=state.reply, seq=seq)
                     )
-
-    def _catch_up(self, channel: str, frame: Envelope) -> None:
-        """``deliver``, except to connections whose own resume already gave them the frame."""
-        if not self._track(channel, frame):
-            return
-        for conn in self.registry.in_channel(channel):
-            cursor = self._cursors.get(conn.id, {}).get(channel)
-            if cursor is None or cursor.admits_frame(frame):
-                conn.deliver(channel, frame.payload)
 
 
 def release(conn: Connection, cursors: dict[str, Cursor]) -> None:

@@ -113,3 +113,24 @@ async def test_a_connection_resumed_during_a_blink_gets_nothing_twice(core: Core
     await resumed.until(lambda: any(f["text"] == "after" for f in resumed.of("message")))
     assert [f["text"] for f in resumed.of("message")] == ["lost one", "lost two", "after"]
     assert [f["text"] for f in sink.of("message")[1:]] == ["lost one", "lost two", "after"]
+
+
+async def test_a_live_frame_that_arrives_after_a_resume_gave_it_is_not_sent_again(
+    core: CoreHub,
+) -> None:
+    _first, sink = await core.open("ann")
+    (greeting,) = await sink.until(lambda: sink.of("message"))
+    broker = core.hub.broker
+    assert isinstance(broker, MemoryBroker)
+    broker._subs.pop("dm:ann")  # its publish is still on its way to this worker
+    body = json.dumps({"channel": "dm:ann", "text": "late"})
+    late = await broker.append("dm:ann", body)
+    assert late is not None
+    broker._subs["dm:ann"] = 1
+    _second, resumed = await core.open("ann", resume={"dm:ann": greeting["id"]})
+    await resumed.until(lambda: resumed.of("message"))
+    core.hub.fanout.deliver("dm:ann", stored("dm:ann", late.id, "late"))  # it arrives now
+    await sink.until(lambda: len(sink.of("message")) == 2)
+    await core.hub.post(_second.user, "dm:ann", "after", None, ask=False)
+    await resumed.until(lambda: any(f["text"] == "after" for f in resumed.of("message")))
+    assert [f["text"] for f in resumed.of("message")] == ["late", "after"]

@@ -126,6 +126,17 @@ def stored_ids(frames: list[dict[str, Any]], channel: str) -> list[str]:
     ]
 
 
+def where(tab: E2EClient, message_id: str) -> list[str]:
+    """Connection index, worker and frame type of each frame of a stored message (to debug)."""
+    out = []
+    for index, frames in enumerate(tab.connections()):
+        for frame in frames:
+            if frame.get("id") == message_id and frame.get("type") in ("message", "done"):
+                at = frames.index(frame)
+                out.append(f"conn{index}@{frames[0].get('worker')}:{frame['type']}#{at}")
+    return out
+
+
 def delta_faults(tab: E2EClient) -> tuple[int, int]:
     """(gaps, mismatches): per connection, a reply's seqs that are not 0, 1, 2 …, and deltas
     that do not add up to the done the connection saw."""
@@ -207,6 +218,7 @@ async def test_chaos_loses_nothing(fresh_cluster: ClusterFactory) -> None:
             c: min((parse_id(i) for cc, i in ledger.acked.values() if cc == c)) for c in channels
         }
         counts = Counter[str]()
+        details: list[str] = []
         counts["sent"] = len(ledger.acked)
         stored_refs: Counter[str] = Counter()
         for channel in channels:
@@ -228,6 +240,10 @@ async def test_chaos_loses_nothing(fresh_cluster: ClusterFactory) -> None:
                     counts["received"] += len(set(got))
                     counts["missing"] += len(set(wanted) - set(got))
                     counts["duplicates"] += len(got) - len(set(got))
+                    for twice in sorted({i for i in got if got.count(i) > 1}):
+                        details.append(f"{tab.label} got {channel} {twice} {where(tab, twice)}")
+                        dump = FAULT_COUNTS.parent / f"chaos-{seed}-{tab.user_id}.json"
+                        dump.write_text(json.dumps(tab.raw, indent=0))
                     firsts = list(dict.fromkeys(got))
                     counts["out_of_order"] += sum(
                         1 for a, b in itertools.pairwise(firsts) if parse_id(b) < parse_id(a)
@@ -292,7 +308,7 @@ async def test_chaos_loses_nothing(fresh_cluster: ClusterFactory) -> None:
             )
             and counts[k]
         }
-        assert not bad, f"seed {seed}: {bad}"
+        assert not bad, f"seed {seed}: {bad}; {details[:10]}"
     finally:
         for tab in everyone:
             with contextlib.suppress(Exception):
