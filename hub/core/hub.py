@@ -114,6 +114,7 @@ class Hub:
         await self.broker.start(self._on_frame, self.fanout.catch_up)
         await self.broker.subscribe(worker_topic(self.incarnation))
         self._tasks.spawn(self._upkeep(), "upkeep")
+        await self.watchdog.beat()  # before any reply can start: a reply's worker is known
         self._tasks.spawn(self.watchdog.run(), "watchdog")
 
     async def drain(self) -> None:
