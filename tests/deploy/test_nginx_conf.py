@@ -167,9 +167,9 @@ def test_timeouts_outlast_the_websocket_heartbeat() -> None:
 
 
 def test_server_sent_events_are_not_buffered() -> None:
-    for path in ("/api/events", "/api/chat"):
-        body = block(SERVER_RULES, f"location = {path}")
-        assert directive_args(body, "proxy_buffering") == ["off"], path
+    for location in ("= /api/events", "= /api/chat", "^~ /api/replies/"):
+        body = block(SERVER_RULES, f"location {location}")
+        assert directive_args(body, "proxy_buffering") == ["off"], location
         assert "proxy_pass http://hub_workers" in body.replace(";", "")
     # and nothing turns buffering back on or gzips the stream server-wide
     assert directive_args(server_level(SERVER_RULES), "proxy_buffering") == []
