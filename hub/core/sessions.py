@@ -92,9 +92,8 @@ class Sessions:
             for channel in channels:
                 if not resumed.get(channel):
                     await self._catch_up(channel, frames, cursors, last_ids)
-            dm = dm_channel(user.id)
-            if not resumed.get(dm) and dm not in last_ids:
-                await self._greet(user)
+            if not resume and dm_channel(user.id) not in last_ids:
+                await self._greet(user)  # an empty dm and no ids to resume: the first session
             welcome = Welcome(
                 user=user,
                 worker=self.settings.worker_id,

@@ -80,6 +80,7 @@ def test_htmx_page_streams_a_reply_bubble(open_user: OpenUser, site: HostSite) -
         page.get_by_label("Your message").fill(text)
         page.get_by_role("button", name="Send").click()
         expect(page.locator(".bubble.user .text")).to_have_text(text)  # markup shown as text
+        expect(page.get_by_label("Your message")).to_have_value("")  # ready for the next one
         streaming = page.locator('.bubble.assistant[aria-busy="true"] .text span')
         expect(streaming.nth(3)).to_be_attached()  # pieces arrive one by one
         finished = page.locator('.bubble.assistant[id^="m-"] .text')
