@@ -1,0 +1,114 @@
+"""Start and stop the three setups under test, each on free loopback ports, logs in one folder."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from deploy.bench.load import Target
+from deploy.cluster import (
+    REPO_ROOT,
+    ClusterError,
+    ManagedProcess,
+    find_binary,
+    free_port,
+    http_status,
+    redis_ping,
+)
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+HUB_ENV = {
+    "HUB_LLM": "echo",
+    # The flood is one user sending 200 messages at once: lift the per-user send limit.
+    "HUB_RATE": "10000",
+    "HUB_RATE_BURST": "10000",
+}
+
+
+def _wait(check: object, what: str, process: ManagedProcess) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not check():
+        if not process.alive():
+            raise ClusterError(
+                f"{process.name} exited while waiting for {what}\n{process.log_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out waiting for {what}\n{process.log_tail()}")
+        time.sleep(0.1)
+
+
+def _redis(log_dir: Path, name: str) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    data = log_dir / name
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        find_binary("redis-server"),
+        "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(data), "--daemonize", "no", "--logfile", "",
+    ]  # fmt: skip
+    process = ManagedProcess(name, argv, log_dir / f"{name}.log", cwd=REPO_ROOT)
+    process.start()
+    _wait(lambda: redis_ping("127.0.0.1", port), f"{name} on port {port}", process)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def _python_server(
+    log_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", *args, "--port", str(port)]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = ManagedProcess(name, argv, log_dir / f"{name}.log", env=full_env, cwd=REPO_ROOT)
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    _wait(lambda: http_status(url + "/health") == 200, f"{url}/health", process)
+    return process, url
+
+
+@contextmanager
+def running(name: str, log_dir: Path, workers: int = 2) -> Iterator[Target]:
+    """One setup: ``hub`` (workers + Redis), ``socketio`` (workers + Redis) or ``bare``."""
+    processes: list[ManagedProcess] = []
+    try:
+        if name == "bare":
+            bare, url = _python_server(log_dir, "bare", ["deploy.bench.bare"])
+            processes.append(bare)
+            yield Target(name, "hub", [url], [_pid(bare)])
+            return
+        redis, redis_url = _redis(log_dir, f"{name}-redis")
+        processes.append(redis)
+        urls, pids = [], []
+        secret = secrets.token_urlsafe(32)
+        for i in range(workers):
+            if name == "hub":
+                env = {
+                    **HUB_ENV,
+                    "HUB_BROKER_URL": redis_url,
+                    "HUB_SECRET": secret,
+                    "HUB_WORKER_ID": f"hub{i + 1}",
+                    "HUB_REDIS_PREFIX": "bench",
+                }
+                worker, url = _python_server(log_dir, f"hub{i + 1}", ["hub", "serve"], env)
+            else:
+                worker, url = _python_server(
+                    log_dir, f"sio{i + 1}", ["deploy.bench.sio_server", "--redis", redis_url]
+                )
+            processes.append(worker)
+            urls.append(url)
+            pids.append(_pid(worker))
+        yield Target(name, "hub" if name == "hub" else "socketio", urls, pids, [_pid(redis)])
+    finally:
+        for process in reversed(processes):
+            process.stop(STOP_TIMEOUT)
+
+
+def _pid(process: ManagedProcess) -> int:
+    assert process.pid is not None
+    return process.pid
