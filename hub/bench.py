@@ -70,28 +70,62 @@ async def _listen(client: _Client, expected: int, channel: str) -> None:
             client.received += 1
 
 
-async def _rss(session: aiohttp.ClientSession, url: str) -> float | None:
-    """Resident memory of the worker that answers /metrics (one worker: the whole hub)."""
-    async with session.get(f"{url}/metrics") as resp:
-        for line in (await resp.text()).splitlines():
-            if line.startswith("process_resident_memory_bytes "):
-                return float(line.split()[1])
-    return None
+@dataclass
+class _Process:
+    """Resident memory and CPU seconds of the scraped workers, summed (from their /metrics)."""
+
+    rss: float = 0.0
+    cpu: float = 0.0
+    scraped: int = 0
 
 
-async def run_bench(url: str, users: int, messages: int, room: str, interval: float = 1.0) -> int:
-    """Connect ``users`` to ``room``; each sends ``messages``; every member must get every one."""
+async def _process(session: aiohttp.ClientSession, urls: list[str]) -> _Process | None:
+    """Process figures of every worker in ``urls``; None when one has none to give."""
+    total = _Process()
+    for url in urls:
+        async with session.get(f"{url.rstrip('/')}/metrics") as resp:
+            found = {
+                name: float(value)
+                for name, value in (
+                    line.split()[:2]
+                    for line in (await resp.text()).splitlines()
+                    if line and line[0] != "#"
+                )
+                if name in ("process_resident_memory_bytes", "process_cpu_seconds_total")
+            }
+        if len(found) < 2:
+            return None  # not Linux, or a proxy that does not pass /metrics on
+        total.rss += found["process_resident_memory_bytes"]
+        total.cpu += found["process_cpu_seconds_total"]
+        total.scraped += 1
+    return total
+
+
+async def run_bench(
+    url: str,
+    users: int,
+    messages: int,
+    room: str,
+    interval: float = 1.0,
+    metrics: list[str] | None = None,
+) -> int:
+    """Connect ``users`` to ``room``; each sends ``messages``; every member must get every one.
+
+    ``metrics``: base URLs of every worker, whose /metrics give the server's CPU and memory
+    (default ``url``, which behind a proxy is whichever worker answers).
+    """
     url = url.rstrip("/")
+    metrics_urls = metrics or [url]
     channel = f"room:{room}"
     clients = [_Client(f"bench{i}") for i in range(users)]
     connector = aiohttp.TCPConnector(limit=0)  # one socket per simulated user, no pool cap
     async with aiohttp.ClientSession(connector=connector) as session:
         for client in clients:
             client.token = await _login(session, url, client.name)
-        rss_before = await _rss(session, url)
+        idle = await _process(session, metrics_urls)
         for i in range(0, users, 50):  # connect in waves so the hub's accept queue keeps up
             await asyncio.gather(*(_connect(session, url, c, room) for c in clients[i : i + 50]))
-        rss_after = await _rss(session, url)
+        connected = await _process(session, metrics_urls)
         expected = users * messages
         listeners = [asyncio.create_task(_listen(c, expected, channel)) for c in clients]
         start = time.perf_counter()
@@ -112,13 +146,15 @@ async def run_bench(url: str, users: int, messages: int, room: str, interval: fl
         for task in pending:
             task.cancel()
         elapsed = time.perf_counter() - start
+        loaded = await _process(session, metrics_urls)
         for client in clients:
             if client.ws is not None:
                 await client.ws.close()
     lat = sorted(x for c in clients for x in c.latencies)
     received = sum(c.received for c in clients)
     print(f"users {users}, messages sent {expected}, deliveries {received}/{expected * users}")
-    print(f"workers seen: {sorted(set().union(*(c.workers for c in clients)))}")
+    workers = sorted(set().union(*(c.workers for c in clients)))
+    print(f"workers seen: {workers}")
     closed = [c.close_code for c in clients if c.close_code is not None]
     if closed:
         print(
@@ -132,10 +168,33 @@ async def run_bench(url: str, users: int, messages: int, room: str, interval: fl
             f"p99 {p99 * 1000:.1f}, max {lat[-1] * 1000:.1f}"
         )
     print(f"deliveries per second: {received / elapsed:.0f} over {elapsed:.1f} s")
-    if rss_before is not None and rss_after is not None:
-        per_conn = (rss_after - rss_before) / users / 1024
-        print(
-            f"worker memory: {rss_before / 2**20:.1f} MiB idle, {rss_after / 2**20:.1f} MiB with "
-            f"{users} connections ({per_conn:.1f} KiB per connection, one worker's view)"
-        )
+    _print_server(idle, connected, loaded, users, received, len(workers))
     return 0 if received == expected * users and not pending and not closed else 1
+
+
+def _print_server(
+    idle: _Process | None,
+    connected: _Process | None,
+    loaded: _Process | None,
+    users: int,
+    received: int,
+    workers_seen: int,
+) -> None:
+    """Server CPU per delivery and memory per connection, from the scraped workers' /metrics."""
+    if idle is None or connected is None or loaded is None:
+        print("server CPU and memory: unknown (/metrics has no process_* figures here)")
+        return
+    scope = f"{idle.scraped} worker(s) scraped"
+    if workers_seen > idle.scraped:
+        scope += (
+            f" of {workers_seen} that served this run: pass each worker's URL with --metrics "
+            "for the whole hub's figures"
+        )
+    if received:
+        cpu_us = (loaded.cpu - connected.cpu) / received * 1e6
+        print(f"server CPU per delivery: {cpu_us:.1f} µs ({scope})")
+    per_conn = (connected.rss - idle.rss) / users / 1024
+    print(
+        f"server memory: {idle.rss / 2**20:.1f} MiB before, {connected.rss / 2**20:.1f} MiB "
+        f"with {users} connections: {per_conn:.1f} KiB per connection ({scope})"
+    )

@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--interval", type=float, default=1.0, help="seconds between one user's sends (HUB_RATE!)"
     )
+    bench.add_argument(
+        "--metrics",
+        action="append",
+        metavar="URL",
+        help="a worker's base URL for CPU and memory from its /metrics; repeat for each worker "
+        "(default: --url)",
+    )
     chat = sub.add_parser("chat", help="chat from a terminal: type lines, watch replies stream")
     chat.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL")
     chat.add_argument("--room", help="join this room and talk there (default: private chat)")
@@ -92,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_revoke(settings, args.user))
     from hub.bench import run_bench
 
-    return asyncio.run(run_bench(args.url, args.users, args.messages, args.room, args.interval))
+    return asyncio.run(
+        run_bench(args.url, args.users, args.messages, args.room, args.interval, args.metrics)
+    )
 
 
 async def _revoke(settings: Settings, user_id: str) -> int:

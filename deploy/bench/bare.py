@@ -14,6 +14,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+
+def _dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))  # compact, as the hub sends
+
+
 ROOMS = web.AppKey("rooms", dict[str, set[web.WebSocketResponse]])
 
 
@@ -41,15 +46,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             kind = frame.get("type")
             if kind == "hello":
                 user = {"id": frame["token"], "name": frame["token"], "role": "user"}
-                await ws.send_str(json.dumps({"type": "welcome", "worker": "bare", "user": user}))
+                await ws.send_str(_dumps({"type": "welcome", "worker": "bare", "user": user}))
             elif kind == "join":
                 channel = f"room:{frame['room']}"
                 rooms.setdefault(channel, set()).add(ws)
                 joined.add(channel)
-                await ws.send_str(json.dumps({"type": "joined", "room": frame["room"]}))
+                await ws.send_str(_dumps({"type": "joined", "room": frame["room"]}))
             elif kind == "send":
                 counter += 1
-                payload = json.dumps(
+                payload = _dumps(
                     {
                         "type": "message",
                         "channel": frame["channel"],

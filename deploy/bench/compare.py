@@ -37,16 +37,35 @@ async def measure(target: Target, args: argparse.Namespace, rep: int) -> dict[st
     """Every figure of one setup in one repetition."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"failed": []}
         if args.idle:
-            result["idle_bytes"] = await idle_memory(session, target, args.idle, tag=f"i{rep}")
+            try:
+                result["idle_bytes"] = await idle_memory(session, target, args.idle, f"i{rep}")
+                kib = result["idle_bytes"] / 1024
+                print(f"    {target.name} memory per idle connection: {kib:.1f} KiB", flush=True)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                _failed(result, target, f"{args.idle} idle users", exc)
         for members in args.members:
-            figures = await room_scenario(
-                session, target, members, args.flood, args.paced, args.rate, tag=f"r{rep}"
-            )
-            result[str(members)] = asdict(figures)
+            try:
+                figures = await room_scenario(
+                    session, target, members, args.flood, args.paced, args.rate, tag=f"r{rep}"
+                )
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                _failed(result, target, f"{members} members", exc)
+                continue
             print(f"    {target.name} {members} members: {_line(figures.__dict__)}", flush=True)
+            if figures.complete:
+                result[str(members)] = asdict(figures)
+            else:
+                _failed(result, target, f"{members} members", "not every delivery arrived")
         return result
+
+
+def _failed(result: dict[str, Any], target: Target, what: str, why: object) -> None:
+    """A scenario that did not finish is left out of the medians, and said so."""
+    reason = f"{type(why).__name__} {why}".strip() if isinstance(why, Exception) else str(why)
+    result["failed"].append(f"{what}: {reason}")
+    print(f"    {target.name} {what}: FAILED ({reason}); left out of the medians", flush=True)
 
 
 def _line(fig: dict[str, Any]) -> str:
@@ -153,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rep {rep + 1}/{args.reps}: {name}", flush=True)
             with running(name, logs / f"rep{rep + 1}", args.workers) as target:
                 results[name].append(asyncio.run(measure(target, args, rep)))
-            if args.idle:
-                kib = results[name][-1]["idle_bytes"] / 1024
-                print(f"    {name} memory per idle connection: {kib:.1f} KiB", flush=True)
     print(f"\nmedians of {args.reps} run(s), {time.monotonic() - started:.0f} s in all:\n")
     print(table(results, args.members))
+    for name, runs in results.items():
+        for rep, run in enumerate(runs, 1):
+            for failure in run["failed"]:
+                print(f"\nnot in the medians: {name}, run {rep}, {failure}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -1,0 +1,23 @@
+"""``hub bench`` against a live hub: every delivery counted, server CPU and memory reported."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hub.bench import run_bench
+from tests.conftest import HubFactory
+
+
+async def test_bench_reports_deliveries_cpu_and_memory(
+    start_hub: HubFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub = await start_hub(rate=1000.0, rate_burst=1000)
+    code = await run_bench(hub.url, users=4, messages=3, room="bench", interval=0.01)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "deliveries 48/48" in out
+    assert re.search(r"server CPU per delivery: \d+\.\d µs \(1 worker\(s\) scraped\)", out), out
+    assert re.search(r"with 4 connections: -?\d+\.\d KiB per connection", out), out
+
