@@ -7,14 +7,16 @@ From the repository root, with the benchmark extra installed
     .venv/bin/python -m deploy.bench.compare --reps 1 --members 100 --idle 500   # a quick look
 
 Each repetition starts every setup afresh (hub: 2 workers + a private redis-server;
-python-socketio: 2 workers + a private redis-server; bare: one process), measures it, and
-stops it; the order of setups rotates between repetitions. Everything stays on loopback.
+python-socketio: 2 workers + a private redis-server; bare: one process) and the setups take
+turns at each scenario, so they share the machine's background load alike; the order rotates
+between repetitions. Everything stays on loopback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import statistics
@@ -33,39 +35,45 @@ from deploy.bench.servers import running
 SETUPS = ("hub", "socketio", "bare")
 
 
-async def measure(target: Target, args: argparse.Namespace, rep: int) -> dict[str, Any]:
-    """Every figure of one setup in one repetition."""
+async def measure(
+    targets: dict[str, Target], args: argparse.Namespace, rep: int
+) -> dict[str, dict[str, Any]]:
+    """Every figure of every setup in one repetition, setups taking turns at each scenario."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    results: dict[str, dict[str, Any]] = {name: {"failed": []} for name in targets}
     async with aiohttp.ClientSession(connector=connector) as session:
-        result: dict[str, Any] = {"failed": []}
         if args.idle:
-            try:
-                result["idle_bytes"] = await idle_memory(session, target, args.idle, f"i{rep}")
-                kib = result["idle_bytes"] / 1024
-                print(f"    {target.name} memory per idle connection: {kib:.1f} KiB", flush=True)
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                _failed(result, target, f"{args.idle} idle users", exc)
+            for name, target in targets.items():
+                result = results[name]
+                try:
+                    result["idle_bytes"] = await idle_memory(session, target, args.idle, f"i{rep}")
+                    kib = result["idle_bytes"] / 1024
+                    print(f"    {name} memory per idle connection: {kib:.1f} KiB", flush=True)
+                except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                    _failed(result, name, f"{args.idle} idle users", exc)
         for members in args.members:
-            try:
-                figures = await room_scenario(
-                    session, target, members, args.flood, args.paced, args.rate, tag=f"r{rep}"
-                )
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                _failed(result, target, f"{members} members", exc)
-                continue
-            print(f"    {target.name} {members} members: {_line(figures.__dict__)}", flush=True)
-            if figures.complete:
-                result[str(members)] = asdict(figures)
-            else:
-                _failed(result, target, f"{members} members", "not every delivery arrived")
-        return result
+            for name, target in targets.items():
+                result = results[name]
+                try:
+                    figures = await room_scenario(
+                        session, target, members, args.flood, args.paced, args.rate, f"r{rep}"
+                    )
+                except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                    _failed(result, name, f"{members} members", exc)
+                    continue
+                print(f"    {name} {members} members: {_line(figures.__dict__)}", flush=True)
+                if figures.complete:
+                    result[str(members)] = asdict(figures)
+                else:
+                    _failed(result, name, f"{members} members", "not every delivery arrived")
+    return results
 
 
-def _failed(result: dict[str, Any], target: Target, what: str, why: object) -> None:
+def _failed(result: dict[str, Any], name: str, what: str, why: object) -> None:
     """A scenario that did not finish is left out of the medians, and said so."""
     reason = f"{type(why).__name__} {why}".strip() if isinstance(why, Exception) else str(why)
     result["failed"].append(f"{what}: {reason}")
-    print(f"    {target.name} {what}: FAILED ({reason}); left out of the medians", flush=True)
+    print(f"    {name} {what}: FAILED ({reason}); left out of the medians", flush=True)
 
 
 def _line(fig: dict[str, Any]) -> str:
@@ -129,6 +137,12 @@ def table(results: dict[str, list[dict[str, Any]]], members: list[int]) -> str:
     return "\n".join(lines)
 
 
+def _load() -> str:
+    """The machine's load average: the benchmark shares its cores with whatever else runs."""
+    with open("/proc/loadavg") as handle:
+        return "load average " + " ".join(handle.read().split()[:3])
+
+
 def _raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed <= hard or (soft < needed and hard == resource.RLIM_INFINITY):
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "--members", type=int, nargs="+", default=[100, 500], help="room sizes (100 500)"
     )
     parser.add_argument("--flood", type=int, default=200, help="messages in the flood (200)")
-    parser.add_argument("--paced", type=int, default=100, help="messages in the paced run (100)")
+    parser.add_argument("--paced", type=int, default=200, help="messages in the paced run (200)")
     parser.add_argument("--rate", type=float, default=20.0, help="paced messages per second (20)")
     parser.add_argument(
         "--idle", type=int, default=2000, help="idle users for memory (2000; 0 skips)"
@@ -168,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for rep in range(args.reps):
         order = args.only[rep % len(args.only) :] + args.only[: rep % len(args.only)]
-        for name in order:
-            print(f"rep {rep + 1}/{args.reps}: {name}", flush=True)
-            with running(name, logs / f"rep{rep + 1}", args.workers) as target:
-                results[name].append(asyncio.run(measure(target, args, rep)))
+        print(f"rep {rep + 1}/{args.reps}: {', '.join(order)}; {_load()}", flush=True)
+        with contextlib.ExitStack() as stack:
+            targets = {
+                name: stack.enter_context(running(name, logs / f"rep{rep + 1}", args.workers))
+                for name in order
+            }
+            for name, result in asyncio.run(measure(targets, args, rep)).items():
+                results[name].append(result)
+    print(f"finished; {_load()}")
     print(f"\nmedians of {args.reps} run(s), {time.monotonic() - started:.0f} s in all:\n")
     print(table(results, args.members))
     for name, runs in results.items():

@@ -207,9 +207,11 @@ class Room:
             member.run, member.seen, member.last_seq = run, 0, -1
         return run
 
-    async def send(self, room: str, run: Run, seq: int) -> None:
+    async def send(self, room: str, run: Run, seq: int, sender: int = 0) -> None:
+        """Message ``seq`` of ``run`` from member ``sender``, stamped with the time it left."""
         text = f"{run.tag} {seq} {time.perf_counter():.6f} {PAD}"
-        await self.members[0].ws.send_str(self.dialect.send_frame(room, text, f"{run.tag}-{seq}"))
+        frame = self.dialect.send_frame(room, text, f"{run.tag}-{seq}")
+        await self.members[sender].ws.send_str(frame)
 
     async def finish(self, run: Run) -> bool:
         """Wait for every member to have every message; False if that did not happen in time."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -29,24 +29,57 @@ from deploy.bench.load import Room, Target
 from deploy.bench.servers import running
 
 
-async def load(target: Target, members: int, floods: int, messages: int) -> int:
-    """Floods into one room; the number of deliveries."""
+async def load(target: Target, args: argparse.Namespace, spy: list[str]) -> int:
+    """Floods into one room with ``spy`` recording only while they run; the deliveries."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         room = Room(target)
         try:
-            await room.add(session, "prof", members, ["profile"])
+            await room.add(session, "prof", args.members, ["profile"])
             await room.quiet()
+            record = await asyncio.create_subprocess_exec(
+                *spy, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            await asyncio.sleep(1.0)  # py-spy attaches
             total = 0
-            for flood in range(floods):
-                run = room.begin(f"flood{flood}", messages, latency=False)
-                for seq in range(messages):
-                    await room.send("profile", run, seq)
-                await room.finish(run)
-                total += run.received
+            before = _cpu(target.server_pids[0])
+            try:
+                for flood in range(args.floods):
+                    run = room.begin(f"flood{flood}", args.messages, latency=False)
+                    for seq in range(args.messages):  # a sender per flood: 50 frames/s each
+                        await room.send("profile", run, seq, sender=flood % args.members)
+                    await room.finish(run)
+                    total += run.received
+            finally:
+                record.send_signal(signal.SIGINT)
+                try:
+                    _, err = await asyncio.wait_for(record.communicate(), 30)
+                except TimeoutError:
+                    record.kill()
+                    err = b""
+            if record.returncode not in (0, -signal.SIGINT):
+                print(f"py-spy ended with {record.returncode}: {err.decode(errors='replace')}")
+            user, system = (b - a for a, b in zip(before, _cpu(target.server_pids[0]), strict=True))
+            local = total * ((args.members + 1) // 2) // args.members  # members i on worker i % 2
+            print(
+                f"worker 1 delivered about {local} frames: per delivery {user / local * 1e6:.1f} µs "
+                f"user + {system / local * 1e6:.1f} µs system (kernel: sends, epoll) CPU, "
+                "py-spy running alongside"
+            )
             return total
         finally:
             await room.close()
+
+
+SYSCALL_LEAVES = {"_SelectorSocketTransport.write", "EpollSelector.select", "socket.send"}
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _frame_name(frame: str) -> tuple[str, str]:
@@ -62,6 +95,7 @@ def _frame_name(frame: str) -> tuple[str, str]:
 def summarize(raw: Path, top: int) -> str:
     """Self and total samples per function, and self samples per file, from collapsed stacks."""
     self_time: Counter[str] = Counter()
+    user_time: Counter[str] = Counter()
     total_time: Counter[str] = Counter()
     per_file: Counter[str] = Counter()
     samples = 0
@@ -74,6 +108,8 @@ def summarize(raw: Path, top: int) -> str:
         frames = [_frame_name(f) for f in stack.split(";")]
         labels = [f"{name} ({path})" for name, path in frames]
         self_time[labels[-1]] += count
+        if frames[-1][0] not in SYSCALL_LEAVES:
+            user_time[labels[-1]] += count
         per_file[frames[-1][1]] += count
         for label in set(labels):
             total_time[label] += count
@@ -81,6 +117,12 @@ def summarize(raw: Path, top: int) -> str:
         return "no samples (is py-spy allowed to attach? it needs ptrace rights)"
     out = [f"{samples} samples of the worker while it was busy\n", "self time, top functions:"]
     out += [f"  {n / samples:6.1%}  {label}" for label, n in self_time.most_common(top)]
+    in_python = sum(user_time.values()) or 1
+    out.append(
+        "\nself time outside the system-call leaves (socket writes, epoll), which on a shared"
+        "\nmachine also hold the time the worker waits for a core after waking a peer:"
+    )
+    out += [f"  {n / in_python:6.1%}  {label}" for label, n in user_time.most_common(top)]
     out.append("\nself time per file:")
     out += [f"  {n / samples:6.1%}  {path}" for path, n in per_file.most_common(top)]
     out.append("\ntotal time (function and what it calls), top functions:")
@@ -106,22 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or logs / "stacks.txt"
     with running("hub", logs) as target:
         pid = target.server_pids[0]
-        record = subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
-             "--function", "--output", str(out), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            deliveries = asyncio.run(load(target, args.members, args.floods, args.messages))
-        finally:
-            record.send_signal(signal.SIGINT)
-            try:
-                _, err = record.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                record.kill()
-                err = b""
-    if record.returncode not in (0, -signal.SIGINT) and not out.exists():
-        sys.exit(f"py-spy failed ({record.returncode}): {err.decode(errors='replace')[-2000:]}")
+        command = [
+            spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
+            "--function", "--nonblocking", "--output", str(out),
+        ]  # fmt: skip
+        deliveries = asyncio.run(load(target, args, command))
     print(f"{deliveries} deliveries over 2 workers; worker 1 (pid {pid}) sampled into {out}\n")
     print(summarize(out, args.top))
     return 0

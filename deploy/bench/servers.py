@@ -44,7 +44,8 @@ def _wait(check: object, what: str, process: ManagedProcess) -> None:
         time.sleep(0.1)
 
 
-def _redis(log_dir: Path, name: str) -> tuple[ManagedProcess, str]:
+def start_redis(log_dir: Path, name: str) -> tuple[ManagedProcess, str]:
+    """A private redis-server on a free port, nothing kept on disk; the process and its URL."""
     port = free_port()
     data = log_dir / name
     data.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def running(name: str, log_dir: Path, workers: int = 2) -> Iterator[Target]:
             processes.append(bare)
             yield Target(name, "hub", [url], [_pid(bare)])
             return
-        redis, redis_url = _redis(log_dir, f"{name}-redis")
+        redis, redis_url = start_redis(log_dir, f"{name}-redis")
         processes.append(redis)
         urls, pids = [], []
         secret = secrets.token_urlsafe(32)

@@ -1,0 +1,128 @@
+"""What one Redis shard does per second here: the hub's own scripts under ``redis-benchmark``.
+
+From the repository root: ``.venv/bin/python -m deploy.bench.redis_shard``.
+
+Starts a private redis-server on a free port with two subscribers on the hot pub/sub channel
+(two workers' worth), loads the hub's Lua scripts (``hub.broker.redis_scripts``) and runs
+``redis-benchmark`` (50 connections, no pipelining, as the hub talks to Redis) on: PUBLISH,
+XADD, the hub's APPEND (store + publish one message), DELTA (keep + publish one reply
+delta) and RATE_TAKE (one send's rate check). Prints requests per second of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import tempfile
+from pathlib import Path
+
+import redis
+
+from deploy.bench.servers import start_redis
+from deploy.cluster import find_binary
+from hub.broker import redis_scripts as lua
+
+BODY = (
+    '{"channel":"room:hot","author":{"id":"guest-1","name":"Ann","role":"user"},'
+    '"text":"' + "x" * 80 + '","ts":1764160000000}'
+)
+PUB = "bench:pub:{room:hot}"
+
+
+def scenarios(client: redis.Redis) -> dict[str, list[str]]:
+    """Command lines for redis-benchmark; ``__rand_int__`` spreads keys over 10,000 channels."""
+    append = str(client.script_load(lua.APPEND))
+    delta = str(client.script_load(lua.DELTA))
+    rate = str(client.script_load(lua.RATE_TAKE))
+    client.hset("bench:inflight:{room:hot}", "r1", "[]")
+    frame = '{"type":"delta","channel":"room:hot","reply":"r1","seq":1,"text":"' + "y" * 40 + '"}'
+    return {
+        "PUBLISH (2 subscribers)": ["PUBLISH", PUB, BODY],
+        "XADD MAXLEN 1000": ["XADD", "bench:log:__rand_int__", "MAXLEN", "1000", "*", "b", BODY],
+        "EVALSHA append (store + publish a message)": [
+            "EVALSHA",
+            append,
+            "6",
+            "bench:log:{__rand_int__}",
+            "bench:meta:{__rand_int__}",
+            "bench:ref:x",
+            "bench:inflight:x",
+            "bench:deltas:x",
+            "bench:lease:x",
+            BODY,
+            "message",
+            PUB,
+            "1000",
+            "0",
+            "86400000",
+            "",
+            "60000",
+        ],
+        "EVALSHA delta (keep + publish a reply delta)": [
+            "EVALSHA",
+            delta,
+            "2",
+            "bench:inflight:{room:hot}",
+            "bench:deltas:__rand_int__",
+            "r1",
+            "y" * 40,
+            PUB,
+            frame,
+            "60000",
+        ],
+        "EVALSHA rate_take (a send's rate check)": [
+            "EVALSHA",
+            rate,
+            "1",
+            "bench:rate:__rand_int__",
+            "1000000",
+            "1000000",
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.bench.redis_shard", description=__doc__)
+    parser.add_argument("--requests", type=int, default=200_000, help="per command (200000)")
+    parser.add_argument("--clients", type=int, default=50, help="connections (50)")
+    args = parser.parse_args(argv)
+    if not (1000 <= args.requests <= 2_000_000 and 1 <= args.clients <= 500):
+        parser.error("keep it bounded: --requests 1000-2000000, --clients 1-500")
+    bench = find_binary("redis-benchmark")
+    logs = Path(tempfile.mkdtemp(prefix="hub-redis-shard-"))
+    server, url = start_redis(logs, "redis")
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    subscribers = [
+        subprocess.Popen(
+            [find_binary("redis-cli"), "-p", port, "SUBSCRIBE", PUB],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        client = redis.Redis.from_url(url, decode_responses=True)
+        print(f"redis-server {client.info('server')['redis_version']}, {args.clients} connections,")
+        print(f"{args.requests} requests per command, no pipelining:\n")
+        for label, command in scenarios(client).items():
+            out = subprocess.run(
+                [bench, "-p", port, "-c", str(args.clients), "-n", str(args.requests),
+                 "-r", "10000", "--csv", *command],
+                capture_output=True, text=True, timeout=300, check=True,
+            ).stdout  # fmt: skip
+            rows = list(csv.reader(io.StringIO(out)))
+            rps = float(rows[1][1]) if len(rows) > 1 else float("nan")
+            print(f"  {rps:>10,.0f} /s  {label}")
+        client.close()
+    finally:
+        for sub in subscribers:
+            sub.terminate()
+            sub.wait(5)
+        server.stop(5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
