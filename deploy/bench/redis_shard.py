@@ -6,20 +6,22 @@ Starts a private redis-server on a free port with two subscribers on the hot pub
 (two workers' worth), loads the hub's Lua scripts (``hub.broker.redis_scripts``) and runs
 ``redis-benchmark`` (50 connections, no pipelining, as the hub talks to Redis) on: PUBLISH,
 XADD, the hub's APPEND (store + publish one message), DELTA (keep + publish one reply
-delta) and RATE_TAKE (one send's rate check). Prints requests per second of each.
+delta) and RATE_TAKE (one send's rate check). Prints requests per second of each, and the
+CPU time redis-server spent per call, which says what one core given to Redis alone would
+serve (the benchmark client shares this machine's cores with Redis).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 import redis
 
+from deploy.bench.load import cpu_seconds
 from deploy.bench.servers import start_redis
 from deploy.cluster import find_binary
 from hub.broker import redis_scripts as lua
@@ -106,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis.from_url(url, decode_responses=True)
         print(f"redis-server {client.info('server')['redis_version']}, {args.clients} connections,")
         print(f"{args.requests} requests per command, no pipelining:\n")
+        print("   requests/s   Redis CPU per call   calls/s one busy core would serve")
+        pid = server.pid
+        assert pid is not None
         for label, command in scenarios(client).items():
+            cpu = cpu_seconds([pid])
             out = subprocess.run(
                 [bench, "-p", port, "-c", str(args.clients), "-n", str(args.requests),
-                 "-r", "10000", "--csv", *command],
+                 "-r", "10000", "-q", *command],
                 capture_output=True, text=True, timeout=300, check=True,
             ).stdout  # fmt: skip
-            rows = list(csv.reader(io.StringIO(out)))
-            rps = float(rows[1][1]) if len(rows) > 1 else float("nan")
-            print(f"  {rps:>10,.0f} /s  {label}")
+            found = re.findall(r"([\d.]+) requests per second", out)
+            rps = float(found[-1]) if found else float("nan")
+            per_call = (cpu_seconds([pid]) - cpu) / args.requests * 1e6
+            print(f"  {rps:>10,.0f}   {per_call:8.1f} µs   {1e6 / per_call:>14,.0f}   {label}")
         client.close()
     finally:
         for sub in subscribers:

@@ -20,4 +20,3 @@ async def test_bench_reports_deliveries_cpu_and_memory(
     assert "deliveries 48/48" in out
     assert re.search(r"server CPU per delivery: \d+\.\d µs \(1 worker\(s\) scraped\)", out), out
     assert re.search(r"with 4 connections: -?\d+\.\d KiB per connection", out), out
-
