@@ -33,56 +33,46 @@ BODY = (
 PUB = "bench:pub:{room:hot}"
 
 
-def scenarios(client: redis.Redis) -> dict[str, list[str]]:
-    """Command lines for redis-benchmark; ``__rand_int__`` spreads keys over 10,000 channels."""
+def scenarios(client: redis.Redis) -> dict[str, tuple[int, list[str]]]:
+    """Key spread (``-r``) and command line for redis-benchmark, per scenario.
+
+    ``__rand_int__`` spreads keys over many channels; a delta goes each time to a fresh reply's
+    list as its seq 0 (the script keeps only the next seq), so nearly every call takes the
+    script's full path. The arguments follow the scripts' KEYS/ARGV comments; when a script
+    changes, change them here too.
+    """
     append = str(client.script_load(lua.APPEND))
     delta = str(client.script_load(lua.DELTA))
     rate = str(client.script_load(lua.RATE_TAKE))
-    client.hset("bench:inflight:{room:hot}", "r1", "[]")
-    frame = '{"type":"delta","channel":"room:hot","reply":"r1","seq":1,"text":"' + "y" * 40 + '"}'
+    client.hset("bench:inflight:{room:hot}", "r1", '["hub1", "{}"]')
+    frame = '{"type":"delta","channel":"room:hot","reply":"r1","seq":0,"text":"' + "y" * 40 + '"}'
     return {
-        "PUBLISH (2 subscribers)": ["PUBLISH", PUB, BODY],
-        "XADD MAXLEN 1000": ["XADD", "bench:log:__rand_int__", "MAXLEN", "1000", "*", "b", BODY],
-        "EVALSHA append (store + publish a message)": [
-            "EVALSHA",
-            append,
-            "6",
-            "bench:log:{__rand_int__}",
-            "bench:meta:{__rand_int__}",
-            "bench:ref:x",
-            "bench:inflight:x",
-            "bench:deltas:x",
-            "bench:lease:x",
-            BODY,
-            "message",
-            PUB,
-            "1000",
-            "0",
-            "86400000",
-            "",
-            "60000",
-        ],
-        "EVALSHA delta (keep + publish a reply delta)": [
-            "EVALSHA",
-            delta,
-            "2",
-            "bench:inflight:{room:hot}",
-            "bench:deltas:__rand_int__",
-            "r1",
-            "y" * 40,
-            PUB,
-            frame,
-            "60000",
-        ],
-        "EVALSHA rate_take (a send's rate check)": [
-            "EVALSHA",
-            rate,
-            "1",
-            "bench:rate:__rand_int__",
-            "1000000",
-            "1000000",
-        ],
-    }
+        "PUBLISH (2 subscribers)": (10_000, ["PUBLISH", PUB, BODY]),
+        "XADD MAXLEN 1000": (
+            10_000,
+            ["XADD", "bench:log:__rand_int__", "MAXLEN", "1000", "*", "b", BODY],
+        ),
+        "EVALSHA append (store + publish a message)": (
+            10_000,
+            [
+                "EVALSHA", append, "5",
+                "bench:log:{__rand_int__}", "bench:meta:{__rand_int__}", "bench:ref:x",
+                "bench:inflight:x", "bench:deltas:x",
+                BODY, "message", PUB, "1000", "0", "86400000", "", "60000", "",
+            ],
+        ),
+        "EVALSHA delta (keep + publish a reply delta)": (
+            100_000_000,
+            [
+                "EVALSHA", delta, "2", "bench:inflight:{room:hot}", "bench:deltas:__rand_int__",
+                "r1", "hub1", "0", "y" * 40, PUB, "d|0-0|r1|0|" + frame, "60000",
+            ],
+        ),
+        "EVALSHA rate_take (a send's rate check)": (
+            10_000,
+            ["EVALSHA", rate, "1", "bench:rate:__rand_int__", "1000000", "1000000"],
+        ),
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print("   requests/s   Redis CPU per call   calls/s one busy core would serve")
         pid = server.pid
         assert pid is not None
-        for label, command in scenarios(client).items():
+        for label, (spread, command) in scenarios(client).items():
             cpu = cpu_seconds([pid])
             out = subprocess.run(
                 [bench, "-p", port, "-c", str(args.clients), "-n", str(args.requests),
-                 "-r", "10000", "-q", *command],
+                 "-r", str(spread), "-q", *command],
                 capture_output=True, text=True, timeout=300, check=True,
             ).stdout  # fmt: skip
             found = re.findall(r"([\d.]+) requests per second", out)
