@@ -23,7 +23,7 @@ import redis
 
 from deploy.bench.load import cpu_seconds
 from deploy.bench.servers import start_redis
-from deploy.cluster import find_binary
+from deploy.processes import find_binary
 from hub.broker import redis_scripts as lua
 
 BODY = (

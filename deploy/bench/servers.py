@@ -5,20 +5,19 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from deploy.bench.load import Target
-from deploy.cluster import (
-    REPO_ROOT,
-    ClusterError,
+from deploy.cluster import REPO_ROOT
+from deploy.processes import (
     ManagedProcess,
     find_binary,
     free_port,
     http_status,
     redis_ping,
+    wait_until,
 )
 
 START_TIMEOUT = 30.0
@@ -28,20 +27,14 @@ HUB_ENV = {
     # The flood is one user sending 200 messages at once: lift the per-user send limit.
     "HUB_RATE": "10000",
     "HUB_RATE_BURST": "10000",
+    # Thousands of guests from one address, each in rooms of their own, many replies at once.
+    "HUB_LOGIN_RATE": "100000",
+    "HUB_LOGIN_BURST": "100000",
+    "HUB_MAX_CONNECTIONS_PER_IP": "100000",
+    "HUB_GUEST_ROOMS": "*",
+    "HUB_ROOM_CREATE_BURST": "100",
+    "HUB_MAX_REPLIES_PER_WORKER": "1000",
 }
-
-
-def _wait(check: object, what: str, process: ManagedProcess) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not check():
-        if not process.alive():
-            raise ClusterError(
-                f"{process.name} exited while waiting for {what}\n{process.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out waiting for {what}\n{process.log_tail()}")
-        time.sleep(0.1)
 
 
 def start_redis(log_dir: Path, name: str) -> tuple[ManagedProcess, str]:
@@ -56,7 +49,9 @@ def start_redis(log_dir: Path, name: str) -> tuple[ManagedProcess, str]:
     ]  # fmt: skip
     process = ManagedProcess(name, argv, log_dir / f"{name}.log", cwd=REPO_ROOT)
     process.start()
-    _wait(lambda: redis_ping("127.0.0.1", port), f"{name} on port {port}", process)
+    wait_until(
+        lambda: redis_ping("127.0.0.1", port), START_TIMEOUT, f"{name} on port {port}", process
+    )
     return process, f"redis://127.0.0.1:{port}/0"
 
 
@@ -69,7 +64,7 @@ def _python_server(
     process = ManagedProcess(name, argv, log_dir / f"{name}.log", env=full_env, cwd=REPO_ROOT)
     process.start()
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: http_status(url + "/health") == 200, f"{url}/health", process)
+    wait_until(lambda: http_status(url + "/health") == 200, START_TIMEOUT, f"{url}/health", process)
     return process, url
 
 
