@@ -17,6 +17,10 @@ from hub.auth import mint_token
 RECEIVE_TIMEOUT = 30.0
 
 
+class BenchError(Exception):
+    """The hub refused the load (login, join); the message says what to change."""
+
+
 @dataclass
 class _Client:
     name: str
@@ -34,7 +38,7 @@ async def _login(session: aiohttp.ClientSession, url: str, name: str) -> str:
         return mint_token(secret, "bench-" + secrets.token_hex(6), name, 3600)
     async with session.post(f"{url}/api/login", json={"name": name}) as resp:
         if resp.status != 200:
-            raise SystemExit(
+            raise BenchError(
                 f"hub bench: guest login failed ({resp.status}); set HUB_SECRET so the bench "
                 "mints its own tokens (guest logins are limited per address, and guests join "
                 "only HUB_GUEST_ROOMS)."
@@ -53,6 +57,12 @@ async def _connect(session: aiohttp.ClientSession, url: str, client: _Client, ro
             client.workers.add(frame["worker"])
         if frame["type"] == "joined":
             break
+        if frame["type"] == "error":
+            raise BenchError(
+                f"hub bench: {client.name} could not join room {room!r}: {frame['message']} "
+                "(guests join only rooms in HUB_GUEST_ROOMS; set HUB_SECRET so the bench mints "
+                "its own tokens)"
+            )
     client.ws = ws
 
 

@@ -97,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "revoke":
         return asyncio.run(_revoke(settings, args.user))
-    from hub.bench import run_bench
+    from hub.bench import BenchError, run_bench
 
-    return asyncio.run(
-        run_bench(args.url, args.users, args.messages, args.room, args.interval, args.metrics)
-    )
+    try:
+        return asyncio.run(
+            run_bench(args.url, args.users, args.messages, args.room, args.interval, args.metrics)
+        )
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 async def _revoke(settings: Settings, user_id: str) -> int:
