@@ -165,13 +165,16 @@ class ChannelLog(Protocol):
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
         owner: str = "",
+        start_reply: str | None = None,
     ) -> AppendResult | None:
         """Store ``body`` in the channel log and publish it as ``{"type":publish_as,"id":…}``.
 
         One atomic step: with ``dedupe`` already seen, nothing is stored or published and the
         first id comes back with ``duplicate=True``; with ``finish_reply``, the reply's in-flight
         state is dropped, and if it was already gone (or, with ``owner``, another worker owns
-        it now) nothing happens and None comes back.
+        it now) nothing happens and None comes back. With ``start_reply``, a reply to the stored
+        message is in flight on ``owner`` from the same step (meta ``{"upto": id}``): a question
+        stored by a worker that dies at once is still answered, by another worker.
         """
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict, deque
 
@@ -98,6 +99,7 @@ class MemoryBroker:
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
         owner: str = "",
+        start_reply: str | None = None,
     ) -> AppendResult | None:
         now = time.monotonic()
         if dedupe is not None:
@@ -116,6 +118,9 @@ class MemoryBroker:
         log.entries.append(Entry(message_id, body))
         while len(log.entries) > self._history_max:
             log.trimmed = parse_id(log.entries.popleft().id)
+        if start_reply:
+            meta = json.dumps({"upto": message_id})
+            self._inflight[start_reply] = InflightReply(start_reply, channel, owner, meta)
         if dedupe is not None:
             self._dedupe[(channel, dedupe)] = (message_id, now + dedupe_ttl)
             if len(self._dedupe) > 100_000:

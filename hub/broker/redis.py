@@ -190,6 +190,7 @@ class RedisBroker(RedisQuotas):
         dedupe_ttl: float = 86400.0,
         finish_reply: str | None = None,
         owner: str = "",
+        start_reply: str | None = None,
     ) -> AppendResult | None:
         n = self._names
         reply = finish_reply or ""
@@ -199,6 +200,7 @@ class RedisBroker(RedisQuotas):
             n.ref(channel, dedupe or ""),
             n.inflight(channel),
             n.deltas(channel, reply),
+            n.deltas(channel, start_reply or ""),
         ]
         args: list[str | int] = [
             body,
@@ -210,9 +212,17 @@ class RedisBroker(RedisQuotas):
             reply,
             _ms(FINISHED_DELTAS_TTL),
             owner,
+            start_reply or "",
         ]
+        member = f"{start_reply}|{channel}"
         async with self._guard("append a message"):
+            if start_reply:  # indexed first: see reply_begin
+                await self._redis.sadd(n.worker_replies(owner), member)
             result = cast(list[str], await self._append(keys=keys, args=args))
+            if start_reply and result[0] == "ok":
+                await self._redis.set(n.reply(start_reply), channel, px=_ms(ORPHAN_TTL))
+            elif start_reply:
+                await self._redis.srem(n.worker_replies(owner), member)
         if result[0] == "gone":
             return None
         return AppendResult(result[1], duplicate=result[0] == "dup")

@@ -33,10 +33,11 @@ end
 """
 
 APPEND = """
--- KEYS: log, meta, ref, inflight, deltas of finish_reply
+-- KEYS: log, meta, ref, inflight, deltas of finish_reply, deltas of start_reply
 -- ARGV: body, publish_as, pub channel, history_max, has_dedupe, dedupe ttl ms,
 --       finish_reply ('' for none), ttl ms of a finished reply's deltas,
---       owner ('' for any: with finish_reply, only the worker owning the reply finishes it)
+--       owner ('' for any: with finish_reply, only the worker owning the reply finishes it),
+--       start_reply ('' for none: else a reply to this message is in flight on owner at once)
 local body = ARGV[1]
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
@@ -59,6 +60,10 @@ elseif len >= max then
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', max, '*', 'b', body)
 redis.call('HSETNX', KEYS[2], 'epoch', id)
+if ARGV[10] and ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[10], cjson.encode({ARGV[9], '{"upto":"' .. id .. '"}'}))
+  redis.call('DEL', KEYS[6])
+end
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[3], id, 'PX', ARGV[6])
 end

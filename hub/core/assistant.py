@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.broker.base import Broker, BrokerError, Envelope, InflightReply, Kind, ReplyLost
+from hub.core.prompt import build_request
 from hub.errors import UNAVAILABLE
-from hub.llm.base import LLM, Finish, LLMError, LLMRequest, Turn
+from hub.llm.base import LLM, Finish, LLMError, LLMRequest
 from hub.metrics import Metrics
 from hub.protocol import (
     Author,
@@ -22,11 +23,9 @@ from hub.protocol import (
     Error,
     StopReason,
     Usage,
-    channel_kind,
     encode,
     entry_body,
     now_ms,
-    parse_id,
 )
 from hub.render import render_markdown
 from hub.settings import Settings
@@ -34,8 +33,6 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 
 ASSISTANT = Author(id="assistant", name="Assistant", role="assistant")
-CONTEXT_SLACK = 50
-"""Messages read beyond ``HUB_CONTEXT_MESSAGES``, for those said after the one a reply answers."""
 FINISH_RETRY_SECONDS = 30.0
 """How long a finished reply keeps trying to reach a broker that is down before it is given up."""
 
@@ -55,6 +52,11 @@ def final_reply(
         ts=now_ms(),
         usage=usage,
     )
+
+
+def new_reply_id() -> str:
+    """A fresh reply id."""
+    return "r" + secrets.token_hex(8)
 
 
 class _Stopped(Exception):
@@ -83,6 +85,8 @@ class _Reply:
     lost: bool = False
     """Another worker owns the reply now (this one was frozen or cut off): end without a word."""
     taken_over: bool = False
+    begun: bool = False
+    """Already recorded in flight (with its question, or by the worker it is taken over from)."""
     lost_at_ms: int = 0
     """When a taken-over reply's first worker was last heard (for the takeover latency)."""
     generator: asyncio.Task[Finish] | None = None
@@ -103,9 +107,18 @@ class AssistantRunner:
         self.metrics = metrics
         self.running: dict[str, _Reply] = {}
 
-    def start(self, channel: str, *, upto: str = "", listener: ReplyListener | None = None) -> str:
-        """Begin a reply to message ``upto`` of ``channel``; returns the reply id at once."""
-        state = _Reply(reply="r" + secrets.token_hex(8), channel=channel, upto=upto)
+    def start(
+        self,
+        channel: str,
+        *,
+        upto: str = "",
+        reply: str | None = None,
+        listener: ReplyListener | None = None,
+    ) -> str:
+        """Begin a reply to message ``upto`` of ``channel``; returns the reply id at once.
+        With ``reply``, the reply was recorded in flight already (with its question)."""
+        state = _Reply(reply=reply or new_reply_id(), channel=channel, upto=upto)
+        state.begun = reply is not None
         if listener is not None:
             state.listeners.append(listener)
         self._launch(state)
@@ -124,6 +137,7 @@ class AssistantRunner:
             pieces=list(claimed.deltas),
             seq=len(claimed.deltas),
             taken_over=True,
+            begun=True,
             lost_at_ms=lost_at_ms,
         )
         self._launch(state)
@@ -167,10 +181,16 @@ class AssistantRunner:
         usage: Usage | None = None
         failure: LLMError | None = None
         try:
-            if not state.taken_over:
+            if not state.begun:
                 meta = json.dumps({"started": now_ms(), "upto": state.upto})
                 await self.broker.reply_begin(state.channel, state.reply, self.worker, meta)
-            request = await self._request(state.channel, state.upto, "".join(state.pieces))
+            request = await build_request(
+                self.broker,
+                state.channel,
+                self.settings.context_messages,
+                state.upto,
+                "".join(state.pieces),
+            )
             state.generator = asyncio.create_task(self._generate(state, request))
             if state.stopped:
                 state.generator.cancel()
@@ -204,33 +224,6 @@ class AssistantRunner:
                 self.metrics.reply_seconds.observe(time.monotonic() - started)
                 self.metrics.replies.labels(reason).inc()
             self.running.pop(state.reply, None)
-
-    async def _request(self, channel: str, upto: str, partial: str) -> LLMRequest:
-        """The conversation up to the message the reply answers (and the reply so far)."""
-        limit = self.settings.context_messages
-        entries, _more = await self.broker.history(channel, None, limit + CONTEXT_SLACK)
-        if upto:
-            bound = parse_id(upto)
-            entries = [e for e in entries if parse_id(e.id) <= bound]
-        turns: list[Turn] = []
-        names: set[str] = set()
-        for entry in entries[-limit:]:
-            body = json.loads(entry.body)
-            author = body.get("author", {})
-            role = author.get("role")
-            if role == "user":
-                turns.append(Turn("user", body.get("text", ""), author.get("name", "")))
-                names.add(author.get("name", ""))
-            elif role == "assistant" and body.get("text"):
-                turns.append(Turn("assistant", body["text"]))
-        kind, _name = channel_kind(channel)
-        return LLMRequest(
-            channel=channel,
-            turns=turns,
-            room=kind == "room",
-            members=sorted(names),
-            partial=partial,
-        )
 
     async def _generate(self, state: _Reply, request: LLMRequest) -> Finish:
         stream = self.llm.stream(request)

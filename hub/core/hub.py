@@ -19,7 +19,7 @@ from typing import Any
 
 from hub.broker.base import AppendResult, Broker, BrokerError, Envelope
 from hub.core.access import refusal, room_allowed
-from hub.core.assistant import AssistantRunner, ReplyListener
+from hub.core.assistant import AssistantRunner, ReplyListener, new_reply_id
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout
 from hub.core.identity import TokenWatch
@@ -86,8 +86,7 @@ class Hub:
         self.llm = llm
         self.metrics = metrics
         self.worker = settings.worker_id
-        # Replies and worker commands name this process, not the worker id: a worker restarted
-        # under the same id must still see the replies of its previous life as orphans.
+        # Replies name this process: a worker restarted under its id takes over its old ones.
         self.incarnation = f"{self.worker}#{secrets.token_hex(4)}"
         self.registry = Registry()
         self.runner = AssistantRunner(settings, broker, llm, self.incarnation, metrics)
@@ -299,8 +298,11 @@ class Hub:
         kind, _name = channel_kind(channel)
         wanted = ask if ask is not None else kind == "dm" or bool(MENTION_RE.search(text))
         held = await self.limits.reserve_reply(user, channel, ref) if wanted else None
+        reply = new_reply_id() if held is not None else None  # in flight as the question is stored
         try:
-            result = await self.broker.append(channel, entry_body(body), dedupe=dedupe)
+            result = await self.broker.append(
+                channel, entry_body(body), dedupe=dedupe, start_reply=reply, owner=self.incarnation
+            )
         except BaseException:
             if held is not None:
                 await self.limits.cancel(held)
@@ -315,7 +317,7 @@ class Hub:
         if held is None:
             return result, None
         held.reply = self.runner.start(
-            channel, upto=result.id, listener=self.limits.track(held, listener)
+            channel, upto=result.id, reply=reply, listener=self.limits.track(held, listener)
         )
         return result, held.reply
 

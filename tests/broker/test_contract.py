@@ -311,6 +311,19 @@ async def test_only_the_owner_streams_and_finishes(backend: Backend) -> None:
     assert await stored(broker, "room:o", "x", finish_reply="r", owner="w1")
 
 
+async def test_a_message_can_start_its_reply_in_the_same_step(backend: Backend) -> None:
+    broker, _ = await backend.make()
+    first = await stored(broker, "room:q", "ask", dedupe="q1", start_reply="r5", owner="w1")
+    again = await stored(broker, "room:q", "ask", dedupe="q1", start_reply="r6", owner="w1")
+    assert again.duplicate and again.id == first.id
+    (state,) = await broker.inflight("room:q")
+    assert (state.reply, state.worker, json.loads(state.meta)) == ("r5", "w1", {"upto": first.id})
+    assert await broker.reply_owner("r5") == ("room:q", "w1")
+    await broker.worker_gone("w1")
+    (orphan,) = await broker.orphans("w2", 30, 10)
+    assert orphan.reply == "r5"
+
+
 async def test_orphans_of_dead_workers_are_claimed_once(backend: Backend) -> None:
     broker, _ = await backend.make()
     await broker.heartbeat("alive")

@@ -98,3 +98,24 @@ async def test_takeover_off_closes_the_orphan_as_interrupted() -> None:
         for conn in core.conns:
             conn.close(1000, "")
         await hub.close()
+
+
+async def test_a_question_whose_worker_died_before_the_reply_began_is_answered() -> None:
+    broker = MemoryBroker()
+    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
+    await hub.start()
+    core = CoreHub(hub)
+    try:
+        _conn, sink = await core.open("ann")
+        body = {"channel": "dm:ann", "text": TEXT, "author": {"id": "ann", "role": "user"}}
+        asked = await broker.append(
+            "dm:ann", json.dumps(body), start_reply="r2", owner="dead#2"
+        )  # stored with its reply in flight, then the worker died before streaming a word
+        assert asked is not None
+        await broker.worker_gone("dead#2")
+        (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
+        assert (done["reply"], done["text"], done["taken_over"]) == ("r2", f"Echo: {TEXT}", True)
+    finally:
+        for conn in core.conns:
+            conn.close(1000, "")
+        await hub.close()
