@@ -8,6 +8,7 @@
 
 import { Connection, wsUrlFor } from "./connection.js";
 import { describeError } from "./format.js";
+import { HistoryRequests } from "./history-requests.js";
 import { newRef, splitChannel } from "./ids.js";
 import { ChatStore } from "./store.js";
 
@@ -24,7 +25,10 @@ export class ChatClient extends EventTarget {
     this.store = new ChatStore();
     this.user = user?.id ? user : null;
     this.rooms = []; // names of rooms the user is in, in order
-    this._historyRefs = new Map(); // ref -> {channel, older}
+    this._history = new HistoryRequests(
+      (frame) => this.conn.send(frame),
+      ({ channel }) => this._notLoadingOlder(channel),
+    );
     this._joinRefs = new Map(); // ref -> room (joins this tab asked for: open them)
     this._memberRefs = new Map(); // ref -> room of a members page on its way
     this._firstWelcome = true;
@@ -38,6 +42,11 @@ export class ChatClient extends EventTarget {
   /** Has the hub welcomed this client yet (are its rooms known)? */
   get welcomed() {
     return !this._firstWelcome;
+  }
+
+  /** The channel on screen: its history is asked for first. */
+  set focus(channel) {
+    this._history.focus = channel;
   }
 
   get dm() {
@@ -73,19 +82,14 @@ export class ChatClient extends EventTarget {
 
   /** The latest page of a channel, or (older) the page before the oldest one held. */
   requestHistory(channel, older) {
-    const ch = this.store.channel(channel);
-    const frame = { type: "history", channel, limit: HISTORY_PAGE, ref: newRef() };
+    const frame = { type: "history", channel, limit: HISTORY_PAGE };
     if (older) {
       const before = this.store.oldestId(channel);
       if (!before) return;
       frame.before = before;
-      ch.loadingOlder = true;
+      this.store.channel(channel).loadingOlder = true;
     }
-    this._historyRefs.set(frame.ref, { channel, older });
-    if (!this.conn.send(frame)) {
-      this._historyRefs.delete(frame.ref);
-      ch.loadingOlder = false;
-    }
+    this._history.add(frame, { channel, older });
     this._emit("history-status", { channel });
   }
 
@@ -176,13 +180,15 @@ export class ChatClient extends EventTarget {
     // Rooms left from another tab while this one was away.
     for (const name of this.rooms) if (!rooms.includes(name)) this.store.drop(`room:${name}`);
     this.rooms = rooms;
-    this._historyRefs.clear();
+    this._history.dropAll();
     for (const room of this._memberRefs.values()) this.store.applyMembersPage(room, null);
     this._memberRefs.clear();
     // A reloaded tab has no messages yet: it loads history even where the missed ones are replayed.
     const restored = this._restored !== null;
     this._restored = null;
-    for (const ch of new Set([dm, ...channels])) {
+    const focus = this._history.focus; // (its page goes first)
+    const all = [...new Set([dm, ...channels])].sort((a, b) => (b === focus) - (a === focus));
+    for (const ch of all) {
       if (resumed[ch] === true && !restored) continue; // every missed message is being replayed
       if (resumed[ch] !== true) this.store.clearChannel(ch);
       this.requestHistory(ch, false);
@@ -193,8 +199,7 @@ export class ChatClient extends EventTarget {
   }
 
   _onHistory(f) {
-    const req = (f.ref && this._historyRefs.get(f.ref)) || { channel: f.channel, older: false };
-    if (f.ref) this._historyRefs.delete(f.ref);
+    const req = (f.ref && this._history.settle(f.ref)) || { channel: f.channel, older: false };
     const channel = f.channel ?? req.channel;
     if (!this.isMine(channel)) return; // a room left meanwhile
     this.store.mergeHistory(channel, f.messages, f.more, { older: req.older });
@@ -219,6 +224,10 @@ export class ChatClient extends EventTarget {
     this.store.applyMembersPage(room, f);
   }
 
+  _notLoadingOlder(channel) {
+    if (this.store.has(channel)) this.store.channel(channel).loadingOlder = false;
+  }
+
   _onLeft(room) {
     this.rooms = this.rooms.filter((r) => r !== room);
     this.store.drop(`room:${room}`);
@@ -228,11 +237,8 @@ export class ChatClient extends EventTarget {
   _onError(f) {
     if (f.code !== "unauthorized") {
       // (unauthorized: close 4001 follows and the element handles it)
-      const req = f.ref && this._historyRefs.get(f.ref);
-      if (req) {
-        this._historyRefs.delete(f.ref);
-        if (this.store.has(req.channel)) this.store.channel(req.channel).loadingOlder = false;
-      }
+      const req = f.ref && this._history.settle(f.ref);
+      if (req) this._notLoadingOlder(req.channel);
       if (f.ref) this._joinRefs.delete(f.ref);
       const membersOf = f.ref && this._memberRefs.get(f.ref);
       if (membersOf) {

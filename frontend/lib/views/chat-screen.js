@@ -66,6 +66,7 @@ export class ChatScreen {
     this.client = client;
     this.active = null;
     this._restore = restore;
+    client.focus = restore;
     client.store.addEventListener("change", (ev) => client === this.client && this._onStoreChange(ev.detail));
     const on = (target, type, fn) => target.addEventListener(type, (ev) => client === this.client && fn(ev.detail));
     on(client, "welcome", (d) => this._onWelcome(d));
@@ -118,6 +119,7 @@ export class ChatScreen {
   activate(channel, { focus = true } = {}) {
     const changed = channel !== this.active;
     this.active = channel;
+    if (this.client) this.client.focus = channel;
     const store = this.client?.store;
     if (store?.has(channel)) store.channel(channel).unread = 0;
     if (changed) this.messages.reset();
