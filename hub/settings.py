@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     broker_url: str = "memory://"
     redis_prefix: str = Field("hub", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
     secret: SecretStr | None = None
     guest_login: bool = True
     allowed_origins: Annotated[list[str], NoDecode] = []
@@ -134,8 +135,13 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _check_broker(cls, value: str) -> str:
-        if not value.startswith(("memory://", "redis://", "rediss://", "unix://")):
-            raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+        schemes = ("memory://", "redis://", "rediss://", "unix://")
+        clusters = ("redis+cluster://", "rediss+cluster://")
+        if not value.startswith(schemes + clusters):
+            raise ValueError(
+                "must start with memory://, redis://, rediss://, unix:// or, for a Redis "
+                "Cluster, redis+cluster:// or rediss+cluster:// (host:port,host:port,...)"
+            )
         return value
 
     @model_validator(mode="after")

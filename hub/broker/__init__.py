@@ -1,4 +1,5 @@
-"""Brokers chosen by URL: ``memory://`` (embedded) or ``redis://`` (shared by many workers)."""
+"""Brokers chosen by URL: ``memory://`` (embedded), ``redis://`` or ``redis+cluster://`` (shared
+by many workers)."""
 
 from __future__ import annotations
 
@@ -36,4 +37,9 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(history_max=settings.history_max)
     from hub.broker.redis import RedisBroker
 
-    return RedisBroker.from_url(url, prefix=settings.redis_prefix, history_max=settings.history_max)
+    return RedisBroker.from_url(
+        url,
+        prefix=settings.redis_prefix,
+        history_max=settings.history_max,
+        wait_replicas=settings.redis_wait_replicas,
+    )

@@ -3,27 +3,28 @@
 One pub/sub connection per worker (``PubSubLink``) carries every topic this worker has local
 interest in. Commands use pooled connections with short timeouts, so a Redis that is down
 makes them fail fast with ``BrokerError`` instead of hanging.
+
+On a Redis Cluster (``redis+cluster://``) the same code runs on redis-py's cluster client:
+every key a script or MULTI touches carries its channel's hash tag (one slot), frames go
+out with SPUBLISH to the shard owning the channel, and the link is a ``ShardedPubSub``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.maint_notifications import MaintNotificationsConfig
+from redis.asyncio.cluster import RedisCluster
 
 from hub.broker import redis_scripts as lua
 from hub.broker.base import (
     AppendResult,
-    BrokerError,
     Entry,
     Envelope,
     FrameHandler,
@@ -33,9 +34,13 @@ from hub.broker.base import (
     Replay,
     ReplyLost,
 )
-from hub.broker.redis_link import PubSubLink
+from hub.broker.redis_connect import connect
+from hub.broker.redis_durable import append_and_wait
+from hub.broker.redis_link import PubSubConnection, PubSubLink
 from hub.broker.redis_names import RedisNames
 from hub.broker.redis_quotas import RedisQuotas
+from hub.broker.redis_rooms import RedisRooms
+from hub.broker.redis_shards import NodeClient, ShardedPubSub
 from hub.protocol import parse_id
 
 log = logging.getLogger(__name__)
@@ -51,31 +56,49 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisBroker(RedisQuotas):
-    """Implements ``Broker`` on one Redis shared by every worker."""
+class RedisBroker(RedisRooms, RedisQuotas):
+    """Implements ``Broker`` on one Redis, or one Redis Cluster, shared by every worker.
+
+    A ``RedisCluster`` needs ``node_client`` (a client per node, for sharded pub/sub), as
+    ``from_url`` makes; ``wait_replicas``: stored messages wait for that many replicas.
+    """
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
+        node_client: NodeClient | None = None,
+        where: str | None = None,
         prefix: str = "hub",
         history_max: int = 1000,
+        wait_replicas: int = 0,
         op_timeout: float = 2.0,
         ping_interval: float = 3.0,
         ping_timeout: float = 2.0,
         backoff_first: float = 0.1,
         backoff_cap: float = 5.0,
     ) -> None:
-        if not client.get_encoder().decode_responses:  # type: ignore[no-untyped-call]
+        if not client.get_encoder().decode_responses:
             raise ValueError("RedisBroker needs a client made with decode_responses=True")
         self._redis = client
         self._names = RedisNames(prefix)
         self._history_max = history_max
+        self._wait_replicas = wait_replicas
         self._op_timeout = op_timeout
-        kwargs = client.connection_pool.connection_kwargs
-        self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+        open_pubsub: Callable[[], PubSubConnection]
+        if isinstance(client, RedisCluster):
+            if node_client is None:
+                raise ValueError("a RedisCluster client needs node_client (see from_url)")
+            self._cluster: RedisCluster | None = client
+            self._where = where or "Redis Cluster"
+            open_pubsub = functools.partial(ShardedPubSub, client, node_client, ping_timeout)
+        else:
+            self._cluster = None
+            kw = client.connection_pool.connection_kwargs
+            self._where = where or str(kw.get("path") or f"{kw.get('host')}:{kw.get('port')}")
+            open_pubsub = client.pubsub
         self._link = PubSubLink(
-            client,
+            open_pubsub,
             self._names,
             self._where,
             op_timeout=op_timeout,
@@ -85,40 +108,41 @@ class RedisBroker(RedisQuotas):
             backoff_cap=backoff_cap,
         )
 
-        self._append = client.register_script(lua.APPEND)
+        # A cluster copies classic PUBLISH to every node; SPUBLISH stays in the channel's shard.
+        publish = "SPUBLISH" if self._cluster is not None else "PUBLISH"
+        self._append_text = lua.APPEND.replace("'PUBLISH'", f"'{publish}'")
+        self._append = client.register_script(self._append_text)
         self._replay = client.register_script(lua.REPLAY)
         self._inflight = client.register_script(lua.INFLIGHT)
-        self._delta = client.register_script(lua.DELTA)
+        self._delta = client.register_script(lua.DELTA.replace("'PUBLISH'", f"'{publish}'"))
         self._claim = client.register_script(lua.CLAIM)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._dead_workers = client.register_script(lua.DEAD_WORKERS)
-        self._presence_touch = client.register_script(lua.PRESENCE_TOUCH)
-        self._presence_online = client.register_script(lua.PRESENCE_ONLINE)
-        self._presence_drop_user = client.register_script(lua.PRESENCE_DROP_USER)
-        self._rate_take = client.register_script(lua.RATE_TAKE)
+        self._register_room_scripts(client)
         self._init_quotas(client)
-
         self._closed = False
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "hub", history_max: int = 1000, **options: float
+        cls,
+        url: str,
+        *,
+        prefix: str = "hub",
+        history_max: int = 1000,
+        wait_replicas: int = 0,
+        **options: float,
     ) -> RedisBroker:
-        """Connect by URL with short timeouts and no hidden retries (a retried Lua append could
-        store a message twice; callers retry with their dedupe key instead)."""
-        timeout = options.get("op_timeout", 2.0)
-        tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
-        client = Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            health_check_interval=0,
-            retry=Retry(NoBackoff(), 0),
-            maint_notifications_config=MaintNotificationsConfig(enabled=False),
-            **tcp,
+        """Connect by URL (``redis://``, ``redis+cluster://``, ...; see ``redis_connect``)."""
+        clients = connect(url, options.get("op_timeout", 2.0))
+        return cls(
+            clients.client,
+            node_client=clients.node_client,
+            where=clients.where,
+            prefix=prefix,
+            history_max=history_max,
+            wait_replicas=wait_replicas,
+            **options,
         )
-        return cls(client, prefix=prefix, history_max=history_max, **options)
 
     @property
     def connected(self) -> bool:
@@ -164,22 +188,12 @@ class RedisBroker(RedisQuotas):
 
     async def publish(self, topic: str, frame: Envelope) -> None:
         async with self._guard("publish a frame"):
-            await self._redis.publish(self._names.pub(topic), frame.pack())
+            if self._cluster is not None:
+                await self._cluster.spublish(self._names.pub(topic), frame.pack())
+            else:
+                await self._redis.publish(self._names.pub(topic), frame.pack())
 
-    # -- commands ------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
-        """Bound a command in time and turn every Redis failure into one ``BrokerError``."""
-        try:
-            async with asyncio.timeout(self._op_timeout):
-                yield
-        except (RedisError, OSError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise BrokerError(
-                f"Redis at {self._where} could not {what}: {reason}. "
-                "Check that Redis is running and reachable; the hub reconnects by itself."
-            ) from exc
-
+    # -- channel logs --------------------------------------------------------------------
     async def append(
         self,
         channel: str,
@@ -213,12 +227,23 @@ class RedisBroker(RedisQuotas):
             _ms(FINISHED_DELTAS_TTL),
             owner,
             start_reply or "",
+            "1" if self._wait_replicas else "0",
         ]
         member = f"{start_reply}|{channel}"
         async with self._guard("append a message"):
             if start_reply:  # indexed first: see reply_begin
                 await self._redis.sadd(n.worker_replies(owner), member)
-            result = cast(list[str], await self._append(keys=keys, args=args))
+            if self._wait_replicas:
+                result = await append_and_wait(
+                    self._redis,
+                    self._append_text,
+                    keys,
+                    args,
+                    self._wait_replicas,
+                    self._op_timeout,
+                )
+            else:
+                result = cast(list[str], await self._append(keys=keys, args=args))
             if start_reply and result[0] == "ok":
                 await self._redis.set(n.reply(start_reply), channel, px=_ms(ORPHAN_TTL))
             elif start_reply:
@@ -369,63 +394,3 @@ class RedisBroker(RedisQuotas):
             worker, meta = json.loads(state)
             out.append(InflightReply(reply, channel, worker, meta, list(deltas)))
         return out
-
-    # -- rooms and presence --------------------------------------------------------------
-    async def room_join(self, room: str, user_id: str, name: str) -> bool:
-        async with self._guard("join a room"):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._names.members(room), user_id, name)
-            pipe.sadd(self._names.rooms(user_id), room)
-            added, _ = await pipe.execute()
-        return bool(added)
-
-    async def room_leave(self, room: str, user_id: str) -> bool:
-        async with self._guard("leave a room"):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hdel(self._names.members(room), user_id)
-            pipe.srem(self._names.rooms(user_id), room)
-            removed, _ = await pipe.execute()
-        return bool(removed)
-
-    async def room_members(self, room: str) -> dict[str, str]:
-        async with self._guard("read room members"):
-            return cast(dict[str, str], await self._redis.hgetall(self._names.members(room)))
-
-    async def user_rooms(self, user_id: str) -> list[str]:
-        async with self._guard("read a user's rooms"):
-            rooms = cast(set[str], await self._redis.smembers(self._names.rooms(user_id)))
-        return sorted(rooms)
-
-    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
-        async with self._guard("mark presence"):
-            await self._presence_touch(
-                keys=[self._names.presence(room)], args=[f"{user_id}|{worker}", _ms(ttl)]
-            )
-
-    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
-        key = self._names.presence(room)
-        async with self._guard("drop presence"):
-            if worker is None:
-                await self._presence_drop_user(keys=[key], args=[f"{user_id}|"])
-            else:
-                await self._redis.zrem(key, f"{user_id}|{worker}")
-
-    async def presence_online(self, room: str) -> set[str]:
-        async with self._guard("read presence"):
-            members = await self._presence_online(keys=[self._names.presence(room)])
-        return {member.partition("|")[0] for member in members}
-
-    # -- limits --------------------------------------------------------------------------
-    async def rate_take(self, key: str, rate: float, burst: int) -> float:
-        async with self._guard("check a rate limit"):
-            wait = await self._rate_take(keys=[self._names.rate(key)], args=[rate, burst])
-        return float(wait)
-
-    async def ticket_put(self, key: str, value: str, ttl: float) -> None:
-        async with self._guard("store a ticket"):
-            await self._redis.set(self._names.ticket(key), value, px=_ms(ttl))
-
-    async def ticket_take(self, key: str) -> str | None:
-        async with self._guard("read a ticket"):
-            value = await self._redis.getdel(self._names.ticket(key))
-        return None if value is None else str(value)

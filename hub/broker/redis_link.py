@@ -2,7 +2,8 @@
 
 A listener task reads the link, answers for its health with a PING watchdog, and rebuilds it
 (with every subscription) after any failure; frames of a new link wait until the hub has
-caught up with what the gap missed (``on_reconnect``).
+caught up with what the gap missed (``on_reconnect``). On a Redis Cluster the "connection" is
+a ``ShardedPubSub`` (one SSUBSCRIBE connection per shard), rebuilt as a whole the same way.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import Any
-
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from hub.broker.base import Envelope, FrameHandler, ReconnectHandler
 from hub.broker.redis_names import RedisNames
@@ -22,6 +21,22 @@ from hub.broker.redis_names import RedisNames
 log = logging.getLogger(__name__)
 
 _PING_TOKEN = "hub-watchdog"
+
+
+class PubSubConnection(Protocol):
+    """What the link needs of a pub/sub connection: redis-py's ``PubSub`` or ``ShardedPubSub``."""
+
+    async def connect(self) -> None: ...
+
+    async def subscribe(self, *names: str) -> None: ...
+
+    def unsubscribe(self, *names: str) -> Awaitable[Any]: ...
+
+    def ping(self, message: str) -> Awaitable[Any]: ...
+
+    async def get_message(self, *, timeout: float) -> dict[str, Any] | None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class _LinkDead(Exception):
@@ -50,7 +65,7 @@ class PubSubLink:
 
     def __init__(
         self,
-        client: Redis,
+        open_pubsub: Callable[[], PubSubConnection],
         names: RedisNames,
         where: str,
         *,
@@ -60,7 +75,7 @@ class PubSubLink:
         backoff_first: float,
         backoff_cap: float,
     ) -> None:
-        self._redis = client
+        self._open_pubsub = open_pubsub
         self._names = names
         self._where = where
         self._op_timeout = op_timeout
@@ -72,7 +87,7 @@ class PubSubLink:
         self._counts: dict[str, int] = {}
         self._live: set[str] = set()
         self._confirm: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: PubSub | None = None
+        self._pubsub: PubSubConnection | None = None
         self._lock = asyncio.Lock()
         self._link_up = asyncio.Event()
         self._link_failed = False
@@ -223,10 +238,10 @@ class PubSubLink:
     async def _connect_link(self) -> None:
         """Open a pub/sub connection and subscribe every counted topic, confirmed by Redis."""
         async with self._lock:
-            pubsub = self._redis.pubsub()
+            pubsub = self._open_pubsub()
             try:
                 async with asyncio.timeout(self._op_timeout):
-                    await pubsub.connect()  # type: ignore[no-untyped-call]
+                    await pubsub.connect()
                     topics = {t for t, c in self._counts.items() if c > 0}
                     pending = {self._names.pub(t) for t in topics}
                     if pending:
@@ -244,7 +259,7 @@ class PubSubLink:
                         self._dispatch(message)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 raise
             self._pubsub = pubsub
             self._live = topics
@@ -323,7 +338,7 @@ class PubSubLink:
             self._link_up.clear()
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     def _note_reconnect(self) -> None:
         """Run ``on_reconnect`` in a task beside the listener: it may subscribe, which needs the

@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from hub.broker import redis_scripts as lua
 from hub.broker.redis_names import RedisNames
@@ -19,13 +20,14 @@ def _ms(seconds: float) -> int:
 class RedisQuotas:
     """Leased slots, expiring counters and marks; mixed into ``RedisBroker``."""
 
-    _redis: Redis
+    _redis: Redis | RedisCluster
+    _cluster: RedisCluster | None
     _names: RedisNames
 
     def _guard(self, what: str) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
-    def _init_quotas(self, client: Redis) -> None:
+    def _init_quotas(self, client: Redis | RedisCluster) -> None:
         self._slot_take = client.register_script(lua.SLOT_TAKE)
         self._slot_renew = client.register_script(lua.SLOT_RENEW)
         self._counter_add = client.register_script(lua.COUNTER_ADD)
@@ -45,7 +47,11 @@ class RedisQuotas:
         if not slots:
             return
         async with self._guard("renew limits"):
-            pipe = self._redis.pipeline(transaction=False)
+            if self._cluster is not None:  # a cluster pipeline cannot reload a missing script
+                for key, holder in slots:
+                    await self._slot_renew(keys=[self._names.slots(key)], args=[holder, _ms(ttl)])
+                return
+            pipe = cast(Redis, self._redis).pipeline(transaction=False)
             for key, holder in slots:
                 await self._slot_renew(
                     keys=[self._names.slots(key)], args=[holder, _ms(ttl)], client=pipe

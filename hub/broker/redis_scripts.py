@@ -37,11 +37,18 @@ APPEND = """
 -- ARGV: body, publish_as, pub channel, history_max, has_dedupe, dedupe ttl ms,
 --       finish_reply ('' for none), ttl ms of a finished reply's deltas,
 --       owner ('' for any: with finish_reply, only the worker owning the reply finishes it),
---       start_reply ('' for none: else a reply to this message is in flight on owner at once)
+--       start_reply ('' for none: else a reply to this message is in flight on owner at once),
+--       '1' when a WAIT follows
 local body = ARGV[1]
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
-  if seen then return {'dup', seen} end
+  if seen then
+    -- A WAIT after this call covers only this connection's writes: write something (the
+    -- same TTL again), so it also covers the first store, which replicated before it.
+    local ttl = redis.call('PTTL', KEYS[3])
+    if ARGV[11] == '1' and ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+    return {'dup', seen}
+  end
 end
 if ARGV[7] ~= '' then
   local state = redis.call('HGET', KEYS[4], ARGV[7])

@@ -1,4 +1,5 @@
-"""Brokers under test: one contract, run on MemoryBroker, on fakeredis and on a real Redis."""
+"""Brokers under test: one contract, run on MemoryBroker, on fakeredis, on a real Redis and
+on a real Redis Cluster (3 masters, 3 replicas)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from typing import Any
 import fakeredis
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from hub.broker.base import Broker, Envelope, Kind
 from hub.broker.memory import MemoryBroker
 from hub.broker.redis import RedisBroker
+from tests.support.redis_cluster import RedisClusterNodes, redis_cluster_fixture
 from tests.support.redis_server import RedisServer, redis_server, redis_server_fixture
 
 __all__ = ["Backend", "Frames", "event", "redis_server", "shared_redis"]
 
-KINDS = ["memory", "fakeredis", "redis"]
+KINDS = ["memory", "fakeredis", "redis", "cluster"]
 WAIT = 5.0
 """Upper bound of every wait in these tests; reaching it fails the test, it is not a timing."""
 
 shared_redis = redis_server_fixture("session", name="shared_redis")
+shared_redis_cluster = redis_cluster_fixture("session", name="shared_redis_cluster")
 
 
 def event(payload: str) -> Envelope:
@@ -105,16 +109,25 @@ class Backend:
         await self.client().flushall()
         return broker
 
-    def client(self) -> Redis:
+    def client(self) -> Redis | RedisCluster:
         """A plain client on the same store, for inspecting or wrecking it."""
         if self.kind == "fakeredis":
             return fakeredis.FakeAsyncRedis(server=self._fake_server, decode_responses=True)
         assert self.url is not None
+        if self.kind == "cluster":
+            return cluster_client(self.url)
         return Redis.from_url(self.url, decode_responses=True)
 
     async def close(self) -> None:
         for broker in self._brokers:
             await broker.close()
+
+
+def cluster_client(url: str) -> RedisCluster:
+    """A redis-py cluster client on the nodes of a ``redis+cluster://`` URL."""
+    seeds = [seed.rsplit(":", 1) for seed in url.split("://", 1)[1].split(",")]
+    nodes = [ClusterNode(host, int(port)) for host, port in seeds]
+    return RedisCluster(startup_nodes=nodes, decode_responses=True)
 
 
 @pytest.fixture(params=KINDS)
@@ -126,7 +139,11 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         if not server.running:
             server.start()
         url = server.url
-        flusher = Redis.from_url(url, decode_responses=True)
+    elif kind == "cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("shared_redis_cluster")
+        url = nodes.url
+    if url is not None:
+        flusher = Backend(kind, url).client()
         await flusher.flushall()
         await flusher.aclose()
     backend = Backend(kind, url)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import fakeredis
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from hub.broker import create_broker
 from hub.broker.redis import RedisBroker
+from hub.broker.redis_connect import parse_cluster_url
 from hub.broker.redis_names import RedisNames
 from hub.settings import Settings
 from tests.broker.conftest import Frames
@@ -71,3 +75,46 @@ def test_names_of_one_channel_share_a_cluster_slot() -> None:
     assert names.topic_of(names.pub("dm:alice")) == "dm:alice"
     assert names.topic_of("other:pub:{dm:alice}") is None
     assert names.deltas(channel, "") + "r1" == names.deltas(channel, "r1")
+
+
+def test_cluster_url_names_seeds_password_and_tls() -> None:
+    parsed = parse_cluster_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001/")
+    assert parsed.seeds == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert parsed.options == {}
+    assert parsed.where == "Redis Cluster 10.0.0.1:7000,10.0.0.2:7001"
+    secure = parse_cluster_url(
+        "rediss+cluster://hub:p%40ss@[::1]:7000,redis-2:7000?ssl_cert_reqs=none"
+    )
+    assert secure.seeds == [("::1", 7000), ("redis-2", 7000)]
+    assert secure.options == {
+        "username": "hub",
+        "password": "p@ss",
+        "ssl": True,
+        "ssl_cert_reqs": "none",
+    }
+    assert parse_cluster_url("redis+cluster://:secret@h:1").options == {"password": "secret"}
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://h:1/3", "only database 0"),
+        ("redis+cluster://h", "not host:port"),
+        ("redis+cluster://h:1,,h:2", "not host:port"),
+        ("redis+cluster://h:1?db=2", "unknown option 'db'"),
+        ("redis://h:1", "starts with redis+cluster://"),
+    ],
+)
+def test_bad_cluster_url_says_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_cluster_url(url)
+
+
+def test_settings_take_a_cluster_url_and_the_wait_setting() -> None:
+    settings = Settings(broker_url="redis+cluster://h:1,h:2", redis_wait_replicas=1)
+    broker = create_broker(settings)
+    assert isinstance(broker, RedisBroker)
+    with pytest.raises(ValidationError, match="redis\\+cluster://"):
+        Settings(broker_url="cluster://h:1")
+    with pytest.raises(ValidationError):
+        Settings(redis_wait_replicas=-1)
