@@ -284,6 +284,7 @@ class Cluster:
                 log_dir=self.log_dir,
                 redis_bin=self._redis_bin,
                 start_timeout=start_timeout,
+                password=self.redis_password,
             )
         self.workers: tuple[Worker, ...] = tuple(
             self._make_worker(i, worker_port) for i, worker_port in enumerate(ports)

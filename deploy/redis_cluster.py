@@ -21,6 +21,7 @@ of ``deploy/``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -91,12 +92,25 @@ def _read_reply(stream: Any) -> Any:
     raise ClusterError(f"unexpected reply from Redis: {line!r}")
 
 
-def redis_call(port: int, *args: object, host: str = "127.0.0.1", timeout: float = 5.0) -> Any:
-    """Send one command to one node and return its reply; an error reply raises."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def redis_call(
+    port: int,
+    *args: object,
+    host: str = "127.0.0.1",
+    password: str | None = None,
+    timeout: float = 5.0,
+) -> Any:
+    """Send one command to one node (after AUTH with ``password``) and return its reply; an
+    error reply raises."""
+    with (
+        socket.create_connection((host, port), timeout=timeout) as sock,
+        sock.makefile("rb") as stream,
+    ):
+        if password is not None:
+            sock.sendall(_encode(["AUTH", password]))
+            if isinstance(denied := _read_reply(stream), RedisReplyError):
+                raise denied
         sock.sendall(_encode(args))
-        with sock.makefile("rb") as stream:
-            reply = _read_reply(stream)
+        reply = _read_reply(stream)
     if isinstance(reply, RedisReplyError):
         raise reply
     return reply
@@ -181,7 +195,8 @@ class RedisClusterNodes:
     gets a free cluster-bus port (``cluster-port``). ``node_timeout_ms`` is Redis'
     ``cluster-node-timeout``: a killed master is replaced about two of them later.
     ``appendonly`` keeps each node's data in an append-only file (fsync always), so a
-    restarted node comes back with it. Logs go to ``log_dir`` (``redis-<port>.log``); data
+    restarted node comes back with it. With ``password`` every node requires it (and its
+    replicas use it), set from a config file only its owner can read, never on a command line. Logs go to ``log_dir`` (``redis-<port>.log``); data
     and ``nodes.conf`` to ``run_dir/node-<port>/``. A run_dir made here is removed by ``stop``.
     """
 
@@ -200,6 +215,7 @@ class RedisClusterNodes:
         redis_cli: str | None = None,
         start_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
+        password: str | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError("a Redis Cluster needs at least 3 masters")
@@ -210,6 +226,7 @@ class RedisClusterNodes:
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.appendonly = appendonly
+        self.password = password
         self.start_timeout = start_timeout
         self._redis_bin = find_binary("redis-server", redis_bin)
         self._redis_cli = find_binary("redis-cli", redis_cli)
@@ -238,8 +255,9 @@ class RedisClusterNodes:
 
     @property
     def url(self) -> str:
-        """The hub's ``HUB_BROKER_URL`` for this cluster."""
-        return URL_SCHEME + self.seeds
+        """The hub's ``HUB_BROKER_URL`` for this cluster (with the password, if any)."""
+        auth = f":{self.password}@" if self.password else ""
+        return URL_SCHEME + auth + self.seeds
 
     def running_ports(self) -> list[int]:
         return [port for port in self.ports if self.processes[port].alive()]
@@ -304,7 +322,7 @@ class RedisClusterNodes:
 
     def call(self, port: int, *args: object) -> Any:
         """One command on the node at ``port``."""
-        return redis_call(port, *args)
+        return redis_call(port, *args, password=self.password)
 
     def info(self, port: int, section: str) -> dict[str, str]:
         """``INFO section`` (or ``CLUSTER INFO`` for ``section="cluster-info"``) as a dict."""
@@ -463,6 +481,7 @@ class RedisClusterNodes:
         )
         return [
             self._redis_bin,
+            str(data_dir / "redis.conf"),  # the password, if any: not on the command line
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--cluster-enabled", "yes",
@@ -483,7 +502,12 @@ class RedisClusterNodes:
                 wait_until(partial(port_bindable, needed), 5.0, f"port {needed} to be free")
             except ClusterError:
                 raise ClusterError(f"port {needed} for Redis node {port} is in use") from None
-        (self.run_dir / f"node-{port}").mkdir(parents=True, exist_ok=True)
+        data_dir = self.run_dir / f"node-{port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secret = f"requirepass {self.password}\nmasterauth {self.password}\n"
+        fd = os.open(data_dir / "redis.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret if self.password else "")
         self.processes[port].start()
 
     def _wait_ping(self, port: int) -> None:
@@ -503,8 +527,10 @@ class RedisClusterNodes:
             "--cluster-yes",
         ]  # fmt: skip
         try:
+            env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password else None
             done = subprocess.run(
                 argv,
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=self.start_timeout,
