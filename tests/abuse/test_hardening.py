@@ -258,10 +258,11 @@ async def test_a_broker_failure_does_not_show_its_address_to_clients(
     hub: HubUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def unreachable(*args: object, **kwargs: object) -> None:
-        raise BrokerError("Redis at 10.1.2.3:6379 could not record a reply: Connection refused.")
+        raise BrokerError("Redis at 10.1.2.3:6379 could not read history: Connection refused.")
 
-    monkeypatch.setattr(hub.app[HUB].broker, "reply_begin", unreachable)
     client = await hub.connect("ann")
+    # The reply reads the conversation first: that read fails.
+    monkeypatch.setattr(hub.app[HUB].broker, "history", unreachable)
     await client.send(type="send", text="hello?", ref="m")
     error = await client.expect("error", code="unavailable")
     assert "10.1.2.3" not in error["message"] and "Redis" not in error["message"]
