@@ -462,7 +462,10 @@ class RedisClusterNodes:
                 keys = self.call(from_port, "CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH)
                 if not keys:
                     break
-                self.call(from_port, "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                auth = ["AUTH", self.password] if self.password else []
+                self.call(
+                    from_port, "MIGRATE", "127.0.0.1", to_port, "", 0, 5000, *auth, "KEYS", *keys
+                )
             # The new owner first, so the cluster never has no owner for the slot.
             for port in [to_port, from_port, *self.masters_ports()]:
                 with contextlib.suppress(RedisReplyError):
