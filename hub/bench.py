@@ -1,4 +1,5 @@
-"""``hub bench``: many users in one room through a running hub; fan-out latency and throughput."""
+"""``hub bench``: many users in one room (or several, or each in its dm) through a running hub;
+fan-out latency and throughput."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class BenchError(Exception):
 @dataclass
 class _Client:
     name: str
+    channel: str = ""
+    expected: int = 0
     token: str = ""
     ws: aiohttp.ClientWebSocketResponse | None = None
     latencies: list[float] = field(default_factory=list)
@@ -32,10 +35,12 @@ class _Client:
     close_code: int | None = None
 
 
-async def _login(session: aiohttp.ClientSession, url: str, name: str) -> str:
+async def _login(session: aiohttp.ClientSession, url: str, name: str) -> tuple[str, str]:
+    """A token and its user id."""
     secret = os.environ.get("HUB_SECRET")
     if secret:  # the operator's own tokens: no guest-login limit, any room
-        return mint_token(secret, "bench-" + secrets.token_hex(6), name, 3600)
+        user_id = "bench-" + secrets.token_hex(6)
+        return mint_token(secret, user_id, name, 3600), user_id
     async with session.post(f"{url}/api/login", json={"name": name}) as resp:
         if resp.status != 200:
             raise BenchError(
@@ -43,18 +48,22 @@ async def _login(session: aiohttp.ClientSession, url: str, name: str) -> str:
                 "mints its own tokens (guest logins are limited per address, and guests join "
                 "only HUB_GUEST_ROOMS)."
             )
-        token: str = (await resp.json())["token"]
-        return token
+        answer = await resp.json()
+        return str(answer["token"]), str(answer["user"]["id"])
 
 
-async def _connect(session: aiohttp.ClientSession, url: str, client: _Client, room: str) -> None:
+async def _connect(session: aiohttp.ClientSession, url: str, client: _Client) -> None:
     ws = await session.ws_connect(url.replace("http", "ws", 1) + "/ws", heartbeat=30)
     await ws.send_json({"type": "hello", "token": client.token})
-    await ws.send_json({"type": "join", "room": room})
+    room = client.channel.removeprefix("room:")
+    if client.channel.startswith("room:"):
+        await ws.send_json({"type": "join", "room": room})
     while True:
         frame = json.loads((await ws.receive(timeout=RECEIVE_TIMEOUT)).data)
         if frame["type"] == "welcome":
             client.workers.add(frame["worker"])
+            if not client.channel.startswith("room:"):
+                break
         if frame["type"] == "joined":
             break
         if frame["type"] == "error":
@@ -66,15 +75,19 @@ async def _connect(session: aiohttp.ClientSession, url: str, client: _Client, ro
     client.ws = ws
 
 
-async def _listen(client: _Client, expected: int, channel: str) -> None:
+async def _listen(client: _Client) -> None:
     assert client.ws is not None
-    while client.received < expected:
+    while client.received < client.expected:
         msg = await client.ws.receive(timeout=RECEIVE_TIMEOUT)
         if msg.type is not aiohttp.WSMsgType.TEXT:
             client.close_code = client.ws.close_code
             break
         frame = json.loads(msg.data)
-        if frame.get("type") == "message" and frame.get("channel") == channel:
+        if (
+            frame.get("type") == "message"
+            and frame.get("channel") == client.channel
+            and frame["author"]["role"] == "user"  # not the greeting of a fresh dm
+        ):
             sent = float(frame["text"].split(" ", 1)[0])
             client.latencies.append(time.perf_counter() - sent)
             client.received += 1
@@ -118,26 +131,39 @@ async def run_bench(
     room: str,
     interval: float = 1.0,
     metrics: list[str] | None = None,
+    *,
+    rooms: int = 1,
+    dm: bool = False,
 ) -> int:
     """Connect ``users`` to ``room``; each sends ``messages``; every member must get every one.
+
+    ``rooms``: the users are dealt round-robin over that many rooms (``room0``, ...); ``dm``:
+    each user talks in its own dm instead, where the assistant answers every message.
 
     ``metrics``: base URLs of every worker, whose /metrics give the server's CPU and memory
     (default ``url``, which behind a proxy is whichever worker answers).
     """
     url = url.rstrip("/")
     metrics_urls = metrics or [url]
-    channel = f"room:{room}"
     clients = [_Client(f"bench{i}") for i in range(users)]
     connector = aiohttp.TCPConnector(limit=0)  # one socket per simulated user, no pool cap
     async with aiohttp.ClientSession(connector=connector) as session:
+        for i, client in enumerate(clients):
+            client.token, user_id = await _login(session, url, client.name)
+            client.channel = (
+                f"dm:{user_id}" if dm else f"room:{room}{i % rooms if rooms > 1 else ''}"
+            )
+        members: dict[str, int] = {}
         for client in clients:
-            client.token = await _login(session, url, client.name)
+            members[client.channel] = members.get(client.channel, 0) + 1
+        for client in clients:
+            client.expected = members[client.channel] * messages
         idle = await _process(session, metrics_urls)
         for i in range(0, users, 50):  # connect in waves so the hub's accept queue keeps up
-            await asyncio.gather(*(_connect(session, url, c, room) for c in clients[i : i + 50]))
+            await asyncio.gather(*(_connect(session, url, c) for c in clients[i : i + 50]))
         connected = await _process(session, metrics_urls)
         expected = users * messages
-        listeners = [asyncio.create_task(_listen(c, expected, channel)) for c in clients]
+        listeners = [asyncio.create_task(_listen(c)) for c in clients]
         start = time.perf_counter()
 
         async def talk(client: _Client) -> None:
@@ -147,7 +173,12 @@ async def run_bench(
                     return
                 stamp = time.perf_counter()
                 await client.ws.send_json(
-                    {"type": "send", "channel": channel, "text": f"{stamp} {i}", "ref": f"b{i}"}
+                    {
+                        "type": "send",
+                        "channel": client.channel,
+                        "text": f"{stamp} {i}",
+                        "ref": f"b{i}",
+                    }
                 )
                 await asyncio.sleep(interval)
 
@@ -162,7 +193,8 @@ async def run_bench(
                 await client.ws.close()
     lat = sorted(x for c in clients for x in c.latencies)
     received = sum(c.received for c in clients)
-    print(f"users {users}, messages sent {expected}, deliveries {received}/{expected * users}")
+    wanted = sum(c.expected for c in clients)
+    print(f"users {users}, messages sent {expected}, deliveries {received}/{wanted}")
     workers = sorted(set().union(*(c.workers for c in clients)))
     print(f"workers seen: {workers}")
     closed = [c.close_code for c in clients if c.close_code is not None]
@@ -179,7 +211,7 @@ async def run_bench(
         )
     print(f"deliveries per second: {received / elapsed:.0f} over {elapsed:.1f} s")
     _print_server(idle, connected, loaded, users, received, len(workers))
-    return 0 if received == expected * users and not pending and not closed else 1
+    return 0 if received == wanted and not pending and not closed else 1
 
 
 def _print_server(

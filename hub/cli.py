@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a worker's base URL for CPU and memory from its /metrics; repeat for each worker "
         "(default: --url)",
     )
+    bench.add_argument(
+        "--rooms", type=int, default=1, help="deal the users over this many rooms (ROOM0, ...)"
+    )
+    bench.add_argument(
+        "--dm", action="store_true", help="each user talks in its own dm (with the assistant)"
+    )
     chat = sub.add_parser("chat", help="chat from a terminal: type lines, watch replies stream")
     chat.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL")
     chat.add_argument("--room", help="join this room and talk there (default: private chat)")
@@ -101,7 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return asyncio.run(
-            run_bench(args.url, args.users, args.messages, args.room, args.interval, args.metrics)
+            run_bench(
+                args.url,
+                args.users,
+                args.messages,
+                args.room,
+                args.interval,
+                args.metrics,
+                rooms=max(1, args.rooms),
+                dm=args.dm,
+            )
         )
     except BenchError as exc:
         print(exc, file=sys.stderr)

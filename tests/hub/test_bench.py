@@ -26,3 +26,17 @@ async def test_bench_says_why_when_guests_may_not_join(start_hub: HubFactory) ->
     hub = await start_hub(guest_rooms=["lobby"])
     with pytest.raises(BenchError, match=r"could not join room 'bench'.*HUB_GUEST_ROOMS"):
         await run_bench(hub.url, users=1, messages=1, room="bench", interval=0.01)
+
+
+async def test_bench_over_several_rooms_and_in_dms(
+    start_hub: HubFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub = await start_hub(rate=1000.0, rate_burst=1000, guest_rooms=["bench0", "bench1"])
+    code = await run_bench(hub.url, users=4, messages=3, room="bench", interval=0.01, rooms=2)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "deliveries 24/24" in out  # two rooms of two: each message reaches two members
+    code = await run_bench(hub.url, users=3, messages=2, room="bench", interval=0.01, dm=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "deliveries 6/6" in out  # each user's own messages, not the assistant's answers
