@@ -30,6 +30,7 @@ async def append_and_wait(
     pipe = client.pipeline(transaction=False)
     pipe.eval(script, len(keys), *keys, *args)
     if isinstance(client, RedisCluster):
+        await client.initialize()  # the slot map, if this is the client's first command
         owner = client.get_node_from_key(keys[0])
         pipe.execute_command("WAIT", replicas, wait_ms, target_nodes=owner)
     else:

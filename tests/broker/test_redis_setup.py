@@ -10,12 +10,13 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from hub.broker import create_broker
+from hub.broker import BrokerError, create_broker
 from hub.broker.redis import RedisBroker
 from hub.broker.redis_connect import parse_cluster_url
 from hub.broker.redis_names import RedisNames
 from hub.settings import Settings
 from tests.broker.conftest import Frames
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 
 
@@ -118,3 +119,25 @@ def test_settings_take_a_cluster_url_and_the_wait_setting() -> None:
         Settings(broker_url="cluster://h:1")
     with pytest.raises(ValidationError):
         Settings(redis_wait_replicas=-1)
+
+
+async def test_wait_replicas_acks_only_what_replicas_confirmed(
+    shared_redis_cluster: RedisClusterNodes,
+) -> None:
+    safe = RedisBroker.from_url(shared_redis_cluster.url, prefix="wait", wait_replicas=1)
+    greedy = RedisBroker.from_url(shared_redis_cluster.url, prefix="wait", wait_replicas=2)
+    try:
+        first = await safe.append("room:w", '{"n":1}', dedupe="u:1")
+        assert first is not None and not first.duplicate
+        # Every master here has one replica: two never confirm. The message is stored, not
+        # acknowledged; a retry with the same dedupe key is refused the same way, not doubled.
+        for _ in range(2):
+            with pytest.raises(BrokerError, match="only 1 of 2 replicas"):
+                await greedy.append("room:w", '{"n":2}', dedupe="u:2")
+        again = await safe.append("room:w", '{"n":2}', dedupe="u:2")
+        assert again is not None and again.duplicate
+        entries, _ = await safe.history("room:w", None, 10)
+        assert [e.body for e in entries] == ['{"n":1}', '{"n":2}']
+    finally:
+        await safe.close()
+        await greedy.close()
