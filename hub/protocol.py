@@ -35,6 +35,9 @@ def _check_stream_id(value: str) -> str:
 
 
 RoomName = Annotated[str, Field(pattern=ROOM_RE.pattern)]
+UserId = Annotated[str, Field(pattern=USER_ID_RE.pattern)]
+MEMBERS_PAGE = 100
+"""Members in a presence snapshot (``joined``, first ``presence``) and a default ``members`` page."""
 ChannelName = Annotated[str, Field(pattern=CHANNEL_RE.pattern)]
 MessageId = Annotated[str, Field(max_length=41), AfterValidator(_check_stream_id)]
 Ref = Annotated[str, Field(min_length=1, max_length=128)]
@@ -111,10 +114,18 @@ class Ping(_ClientFrame):
     type: Literal["ping"]
 
 
+class MembersRequest(_ClientFrame):
+    type: Literal["members"]
+    room: RoomName
+    after: UserId | None = None
+    limit: int = Field(MEMBERS_PAGE, ge=1, le=200)
+
+
 ClientFrame = Annotated[
-    Hello | Join | Leave | Send | Stop | HistoryRequest | Ping, Field(discriminator="type")
+    Hello | Join | Leave | Send | Stop | HistoryRequest | Ping | MembersRequest,
+    Field(discriminator="type"),
 ]
-CLIENT_TYPES = frozenset({"hello", "join", "leave", "send", "stop", "history", "ping"})
+CLIENT_TYPES = frozenset({"hello", "join", "leave", "send", "stop", "history", "ping", "members"})
 _client_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 
@@ -244,7 +255,9 @@ class Member(_Frame):
 class Joined(_Frame):
     type: Literal["joined"] = "joined"
     room: str
+    online: int
     members: list[Member]
+    more: bool
     history: list[dict[str, Any]]
     ref: str | None = None
 
@@ -256,9 +269,24 @@ class Left(_Frame):
 
 
 class Presence(_Frame):
+    """A snapshot (``members``, ``more``) the first time, then diffs (``joins``, ``leaves``)."""
+
     type: Literal["presence"] = "presence"
     room: str
+    online: int
+    members: list[Member] | None = None
+    more: bool | None = None
+    joins: list[Member] | None = None
+    leaves: list[str] | None = None
+
+
+class Members(_Frame):
+    type: Literal["members"] = "members"
+    room: str
     members: list[Member]
+    more: bool
+    online: int
+    ref: str | None = None
 
 
 class History(_Frame):

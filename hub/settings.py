@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     presence_ttl: float = Field(30.0, gt=0)
     worker_ttl: float = Field(2.5, gt=0)
     takeover: bool = True
+    presence_interval: float = Field(1.0, gt=0)
+    room_rate: float = Field(2.0, gt=0)
+    room_burst: int = Field(10, ge=1)
+    outbound_bytes: int = Field(4 * 1024 * 1024, ge=65536)
+    history_bytes: int = Field(512 * 1024, ge=16384)
     drain_timeout: float = Field(10.0, gt=0)
     worker_id: str = ""
 

@@ -32,6 +32,8 @@ class Kind(StrEnum):
     """A piece of a reply in flight (``reply`` and ``seq`` set)."""
     EVENT = "e"
     """Anything else clients receive as is (presence, errors)."""
+    PRESENCE = "p"
+    """A change of who is online in a room, for workers to coalesce into ``presence`` diffs."""
     COMMAND = "c"
     """For workers only (stop a reply, a user joined or left a room); never sent to clients."""
 
@@ -232,6 +234,10 @@ class Replies(Protocol):
         """Mark ``worker`` dead at once (it is shutting down and hands its replies over)."""
         ...
 
+    async def dead_workers(self, worker: str, ttl: float) -> list[str]:
+        """Workers (other than ``worker``) unheard for ``ttl`` s and not forgotten yet."""
+        ...
+
     async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
         """Up to ``limit`` replies of workers (other than ``worker``) unheard for ``ttl`` s."""
         ...
@@ -253,8 +259,8 @@ class Rooms(Protocol):
         """End a user's membership; False when it was not a member."""
         ...
 
-    async def room_members(self, room: str) -> dict[str, str]:
-        """Members of a room: user id → display name."""
+    async def room_size(self, room: str) -> int:
+        """How many members a room has (0: the room does not exist); O(1) at any size."""
         ...
 
     async def user_rooms(self, user_id: str) -> list[str]:
@@ -262,19 +268,48 @@ class Rooms(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class OnlinePage:
+    """A page of who is online in a room, ordered by name then id, and how many are online."""
+
+    members: list[tuple[str, str]]
+    """(user id, display name) pairs."""
+    more: bool
+    online: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """Whether an enter or exit changed who is online (the user's first or last worker), and
+    the room's online count after it."""
+
+    changed: bool
+    online: int
+
+
 class Presence(Protocol):
-    """Who is online in a room, through which worker, on leases that crashed workers let lapse."""
+    """Who is online in a room: a user is online while any worker holds a connection of theirs
+    in it. There is no upkeep per user or room: workers' liveness is the heartbeat of
+    ``Replies``, and a dead worker's users are swept once."""
 
-    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
-        """Mark a user online in a room through ``worker`` for ``ttl`` seconds."""
+    async def presence_enter(
+        self, room: str, user_id: str, name: str, worker: str
+    ) -> PresenceChange:
+        """``worker`` holds a connection of the user in the room now."""
         ...
 
-    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
-        """Remove a user's presence through one worker, or through all when ``worker`` is None."""
+    async def presence_exit(self, room: str, user_id: str, worker: str) -> PresenceChange:
+        """``worker`` holds no connection of the user in the room any more."""
         ...
 
-    async def presence_online(self, room: str) -> set[str]:
-        """User ids online in a room now (leases not yet expired)."""
+    async def presence_page(self, room: str, after: str | None, limit: int) -> OnlinePage:
+        """Up to ``limit`` online members after the member ``after`` (a user id), in order."""
+        ...
+
+    async def presence_sweep(self, worker: str) -> dict[str, tuple[list[str], int]]:
+        """Take a dead worker's users out of every room it held: room → (users who went
+        offline, online count after). Each room of a dead worker is swept by one caller only:
+        a second call (here or on another worker) finds nothing."""
         ...
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict, deque
+from dataclasses import dataclass, field
 
 from hub.broker.base import (
     AppendResult,
@@ -13,11 +15,14 @@ from hub.broker.base import (
     FrameHandler,
     InflightReply,
     Kind,
+    OnlinePage,
     Orphan,
+    PresenceChange,
     ReconnectHandler,
     Replay,
     ReplyLost,
 )
+from hub.broker.presence_keys import member_of, sort_key
 from hub.protocol import dm_channel, frame_from_entry, parse_id
 
 
@@ -30,6 +35,15 @@ class _Log:
         self.entries: deque[Entry] = deque()
         self.epoch: tuple[int, int] | None = None
         self.trimmed: tuple[int, int] = (0, 0)
+
+
+@dataclass(slots=True)
+class _Online:
+    """Who is online in one room: sort keys in order, each user's key and workers."""
+
+    order: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    workers: dict[str, set[str]] = field(default_factory=dict)
 
 
 class MemoryBroker:
@@ -47,7 +61,8 @@ class MemoryBroker:
         """Worker → when it was last heard (monotonic s); replies are indexed by ``worker``."""
         self._members: dict[str, dict[str, str]] = defaultdict(dict)
         self._rooms: dict[str, set[str]] = defaultdict(set)
-        self._presence: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+        self._online: dict[str, _Online] = defaultdict(_Online)
+        self._worker_rooms: dict[str, set[str]] = defaultdict(set)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._tickets: dict[str, tuple[str, float]] = {}
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)
@@ -183,6 +198,10 @@ class MemoryBroker:
     async def worker_gone(self, worker: str) -> None:
         self._workers[worker] = 0.0
 
+    async def dead_workers(self, worker: str, ttl: float) -> list[str]:
+        now = time.monotonic()
+        return [w for w, heard in self._workers.items() if w != worker and now - heard > ttl]
+
     async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
         now = time.monotonic()
         out: list[Orphan] = []
@@ -211,28 +230,60 @@ class MemoryBroker:
         self._rooms[user_id].discard(room)
         return was
 
-    async def room_members(self, room: str) -> dict[str, str]:
-        return dict(self._members.get(room, {}))
+    async def room_size(self, room: str) -> int:
+        return len(self._members.get(room, {}))
 
     async def user_rooms(self, user_id: str) -> list[str]:
         return sorted(self._rooms.get(user_id, ()))
 
-    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
-        self._presence[room][(user_id, worker)] = time.monotonic() + ttl
+    async def presence_enter(
+        self, room: str, user_id: str, name: str, worker: str
+    ) -> PresenceChange:
+        online = self._online[room]
+        self._worker_rooms[worker].add(room)
+        workers = online.workers.setdefault(user_id, set())
+        workers.add(worker)
+        if len(workers) > 1:
+            return PresenceChange(False, len(online.order))
+        key = online.keys[user_id] = sort_key(user_id, name)
+        insort(online.order, key)
+        return PresenceChange(True, len(online.order))
 
-    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
-        leases = self._presence.get(room)
-        if not leases:
-            return
-        for key in [k for k in leases if k[0] == user_id and worker in (None, k[1])]:
-            del leases[key]
+    async def presence_exit(self, room: str, user_id: str, worker: str) -> PresenceChange:
+        online = self._online[room]
+        workers = online.workers.get(user_id)
+        if not workers or worker not in workers:
+            return PresenceChange(False, len(online.order))
+        workers.discard(worker)
+        if workers:
+            return PresenceChange(False, len(online.order))
+        del online.workers[user_id]
+        key = online.keys[user_id]
+        del online.order[bisect_left(online.order, key)]
+        return PresenceChange(True, len(online.order))
 
-    async def presence_online(self, room: str) -> set[str]:
-        now = time.monotonic()
-        leases = self._presence.get(room, {})
-        for key in [k for k, exp in leases.items() if exp <= now]:
-            del leases[key]
-        return {user_id for user_id, _worker in leases}
+    async def presence_page(self, room: str, after: str | None, limit: int) -> OnlinePage:
+        online = self._online.get(room)
+        if online is None:
+            return OnlinePage([], False, 0)
+        start = 0
+        if after is not None and after in online.keys:
+            start = bisect_right(online.order, online.keys[after])
+        keys = online.order[start : start + limit + 1]
+        members = [member_of(k) for k in keys[:limit]]
+        return OnlinePage(members, len(keys) > limit, len(online.order))
+
+    async def presence_sweep(self, worker: str) -> dict[str, tuple[list[str], int]]:
+        swept: dict[str, tuple[list[str], int]] = {}
+        for room in sorted(self._worker_rooms.pop(worker, set())):
+            online = self._online[room]
+            gone = [u for u, ws in online.workers.items() if worker in ws]
+            left = []
+            for user_id in gone:
+                if (await self.presence_exit(room, user_id, worker)).changed:
+                    left.append(user_id)
+            swept[room] = (left, len(online.order))
+        return swept
 
     async def rate_take(self, key: str, rate: float, burst: int) -> float:
         now = time.monotonic()

@@ -348,6 +348,14 @@ class RedisBroker(RedisRooms, RedisQuotas):
         async with self._guard("hand this worker's replies over"):
             await self._heartbeat(keys=[self._names.workers()], args=[worker, "0"])
 
+    async def dead_workers(self, worker: str, ttl: float) -> list[str]:
+        async with self._guard("look for dead workers"):
+            dead = cast(
+                list[list[str]],
+                await self._dead_workers(keys=[self._names.workers()], args=[worker, _ms(ttl)]),
+            )
+        return [str(name) for name, _heard in dead]
+
     async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
         n = self._names
         out: list[Orphan] = []

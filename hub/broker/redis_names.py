@@ -67,9 +67,21 @@ class RedisNames:
         """Set of rooms a user is a member of."""
         return f"{self.prefix}:rooms:{user_id}"
 
-    def presence(self, room: str) -> str:
-        """Sorted set of ``user|worker`` scored by lease expiry (ms, Redis clock)."""
-        return f"{self.prefix}:presence:{room}"
+    def online(self, room: str) -> str:
+        """Sorted set (all scores 0, read by lex range) of the online members' sort keys."""
+        return f"{self.prefix}:online:{{room:{room}}}"
+
+    def holders(self, room: str) -> str:
+        """Hash beside ``online``: user id → ``workers holding the user|sort key``."""
+        return f"{self.prefix}:holders:{{room:{room}}}"
+
+    def held(self, room: str, worker: str) -> str:
+        """Set of the users one worker holds online in a room (swept if the worker dies)."""
+        return f"{self.prefix}:held:{{room:{room}}}:{worker}"
+
+    def worker_rooms(self, worker: str) -> str:
+        """Set of the rooms where a worker holds users online."""
+        return f"{self.prefix}:wrooms:{{worker:{worker}}}"
 
     def rate(self, key: str) -> str:
         """Hash holding a token bucket: ``tokens`` and ``ts`` (s, Redis clock)."""

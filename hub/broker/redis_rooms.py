@@ -18,7 +18,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from hub.broker import redis_scripts as lua
-from hub.broker.base import BrokerError
+from hub.broker.base import BrokerError, OnlinePage, PresenceChange
+from hub.broker.presence_keys import member_of, sort_key
 from hub.broker.redis_names import RedisNames
 
 
@@ -36,9 +37,11 @@ class RedisRooms:
     _op_timeout: float
 
     def _register_room_scripts(self, client: Redis | RedisCluster) -> None:
-        self._presence_touch = client.register_script(lua.PRESENCE_TOUCH)
-        self._presence_online = client.register_script(lua.PRESENCE_ONLINE)
-        self._presence_drop_user = client.register_script(lua.PRESENCE_DROP_USER)
+        self._presence_enter = client.register_script(lua.PRESENCE_ENTER)
+        self._presence_exit = client.register_script(lua.PRESENCE_EXIT)
+        self._presence_page = client.register_script(lua.PRESENCE_PAGE)
+        self._presence_sweep = client.register_script(lua.PRESENCE_SWEEP)
+        self._worker_rooms_take = client.register_script(lua.WORKER_ROOMS_TAKE)
         self._rate_take = client.register_script(lua.RATE_TAKE)
 
     @contextlib.asynccontextmanager
@@ -71,35 +74,56 @@ class RedisRooms:
             removed, _ = await pipe.execute()
         return bool(removed)
 
-    async def room_members(self, room: str) -> dict[str, str]:
-        async with self._guard("read room members"):
-            return cast(dict[str, str], await self._redis.hgetall(self._names.members(room)))
+    async def room_size(self, room: str) -> int:
+        async with self._guard("count room members"):
+            return int(await self._redis.hlen(self._names.members(room)))
 
     async def user_rooms(self, user_id: str) -> list[str]:
         async with self._guard("read a user's rooms"):
             rooms = cast(set[str], await self._redis.smembers(self._names.rooms(user_id)))
         return sorted(rooms)
 
-    async def presence_touch(self, room: str, user_id: str, worker: str, ttl: float) -> None:
+    async def presence_enter(
+        self, room: str, user_id: str, name: str, worker: str
+    ) -> PresenceChange:
+        n = self._names
         async with self._guard("mark presence"):
-            await self._presence_touch(
-                keys=[self._names.presence(room)], args=[f"{user_id}|{worker}", _ms(ttl)]
+            changed, online = await self._presence_enter(
+                keys=[n.online(room), n.holders(room), n.held(room, worker)],
+                args=[user_id, sort_key(user_id, name)],
             )
+            await self._redis.sadd(n.worker_rooms(worker), room)  # another slot
+        return PresenceChange(bool(changed), int(online))
 
-    async def presence_drop(self, room: str, user_id: str, worker: str | None) -> None:
-        key = self._names.presence(room)
+    async def presence_exit(self, room: str, user_id: str, worker: str) -> PresenceChange:
+        n = self._names
         async with self._guard("drop presence"):
-            if worker is None:
-                await self._presence_drop_user(keys=[key], args=[f"{user_id}|"])
-            else:
-                await self._redis.zrem(key, f"{user_id}|{worker}")
+            changed, online = await self._presence_exit(
+                keys=[n.online(room), n.holders(room), n.held(room, worker)], args=[user_id]
+            )
+        return PresenceChange(bool(changed), int(online))
 
-    async def presence_online(self, room: str) -> set[str]:
+    async def presence_page(self, room: str, after: str | None, limit: int) -> OnlinePage:
+        n = self._names
         async with self._guard("read presence"):
-            members = await self._presence_online(keys=[self._names.presence(room)])
-        return {member.partition("|")[0] for member in members}
+            keys, online = await self._presence_page(
+                keys=[n.online(room), n.holders(room)], args=[after or "", limit + 1]
+            )
+        return OnlinePage([member_of(k) for k in keys[:limit]], len(keys) > limit, int(online))
 
-    # -- limits --------------------------------------------------------------------------
+    async def presence_sweep(self, worker: str) -> dict[str, tuple[list[str], int]]:
+        n = self._names
+        swept: dict[str, tuple[list[str], int]] = {}
+        async with self._guard("sweep a dead worker's presence"):
+            rooms = cast(list[str], await self._worker_rooms_take(keys=[n.worker_rooms(worker)]))
+        for room in sorted(rooms):
+            async with self._guard("sweep a dead worker's presence"):
+                gone, online = await self._presence_sweep(
+                    keys=[n.online(room), n.holders(room), n.held(room, worker)]
+                )
+            swept[room] = ([str(u) for u in gone], int(online))
+        return swept
+
     async def rate_take(self, key: str, rate: float, burst: int) -> float:
         async with self._guard("check a rate limit"):
             wait = await self._rate_take(keys=[self._names.rate(key)], args=[rate, burst])

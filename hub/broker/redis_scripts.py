@@ -183,39 +183,87 @@ return out
 """
 )
 
-PRESENCE_TOUCH = (
-    _NOW_MS
-    + """
--- KEYS: presence.  ARGV: member, ttl ms
-local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], string.format('%.0f', now + ttl), ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+_HOLDERS = """
+local function holders_get(hash, user)
+  local st = redis.call('HGET', hash, user)
+  if not st then return 0, nil end
+  local bar = string.find(st, '|', 1, true)
+  return tonumber(string.sub(st, 1, bar - 1)), string.sub(st, bar + 1)
 end
-return 1
+local function presence_exit(online, hash, held, user)
+  if redis.call('SREM', held, user) == 0 then return 0 end
+  local count, member = holders_get(hash, user)
+  count = count - 1
+  redis.call('HSET', hash, user, math.max(count, 0) .. '|' .. member)
+  if count > 0 then return 0 end
+  redis.call('ZREM', online, member)
+  return 1
+end
+"""
+
+PRESENCE_ENTER = (
+    _HOLDERS
+    + """
+-- KEYS: online, holders, held (this worker's).  ARGV: user, sort key.
+-- Returns {changed, online count}.
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
+  return {0, redis.call('ZCARD', KEYS[1])}
+end
+local count, member = holders_get(KEYS[2], ARGV[1])
+if count > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], (count + 1) .. '|' .. member)
+  return {0, redis.call('ZCARD', KEYS[1])}
+end
+redis.call('HSET', KEYS[2], ARGV[1], '1|' .. ARGV[2])
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+return {1, redis.call('ZCARD', KEYS[1])}
 """
 )
 
-PRESENCE_ONLINE = (
-    _NOW_MS
+PRESENCE_EXIT = (
+    _HOLDERS
     + """
--- KEYS: presence.  Drops expired leases, returns the live members.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+-- KEYS: online, holders, held.  ARGV: user.  Returns {changed, online count}.
+local changed = presence_exit(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return {changed, redis.call('ZCARD', KEYS[1])}
 """
 )
 
-PRESENCE_DROP_USER = """
--- KEYS: presence.  ARGV: 'user|' prefix of the members to remove.
-local head = ARGV[1]
-local removed = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(member, 1, #head) == head then
-    removed = removed + redis.call('ZREM', KEYS[1], member)
-  end
+PRESENCE_PAGE = (
+    _HOLDERS
+    + """
+-- KEYS: online, holders.  ARGV: after (user id or ''), limit + 1.
+-- Returns {sort keys, online count}.
+local start = '-'
+if ARGV[1] ~= '' then
+  local _, member = holders_get(KEYS[2], ARGV[1])
+  if member then start = '(' .. member end
 end
-return removed
+local keys = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, tonumber(ARGV[2]))
+return {keys, redis.call('ZCARD', KEYS[1])}
 """
+)
+
+WORKER_ROOMS_TAKE = """
+-- KEYS: a dead worker's rooms.  Returns them and deletes the set, so exactly one caller
+-- sweeps each room of each dead worker.
+local rooms = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return rooms
+"""
+
+PRESENCE_SWEEP = (
+    _HOLDERS
+    + """
+-- KEYS: online, holders, held (the dead worker's).  Returns {users gone offline, online count}.
+local gone = {}
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if presence_exit(KEYS[1], KEYS[2], KEYS[3], user) == 1 then gone[#gone + 1] = user end
+end
+redis.call('DEL', KEYS[3])
+return {gone, redis.call('ZCARD', KEYS[1])}
+"""
+)
 
 RATE_TAKE = """
 -- KEYS: bucket.  ARGV: rate (tokens/s), burst.  Returns seconds to wait, '0' when allowed.

@@ -56,7 +56,7 @@ async def check_join(
             f"You are in {len(mine)} rooms, the most this hub allows; leave one first.",
             ref,
         )
-    if await broker.room_members(room):
+    if await broker.room_size(room):
         return
     wait = await broker.rate_take(
         f"rooms:{user.id}", settings.room_create_rate, settings.room_create_burst

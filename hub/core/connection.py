@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from hub.errors import CloseCode
@@ -32,7 +33,14 @@ class Connection:
     """A sender never awaits this connection: frames go to a bounded queue drained by one task."""
 
     def __init__(
-        self, user: User, sink: Sink, max_queue: int, *, transport: str = "ws", peer: str = ""
+        self,
+        user: User,
+        sink: Sink,
+        max_queue: int,
+        *,
+        max_bytes: int = 4 * 1024 * 1024,
+        transport: str = "ws",
+        peer: str = "",
     ) -> None:
         self.id = next(_ids)
         self.user = user
@@ -41,6 +49,13 @@ class Connection:
         self.channels: set[str] = set()
         self._sink = sink
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(max_queue)
+        self._max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.on_close: Callable[[], None] | None = None
+        """Called once when the hub closes the connection (the reader stops waiting on a peer
+        that may never send again)."""
+        self.history_pending: str | None = None
+        """The ``history`` answer queued and not written yet (one in flight per connection)."""
         self._held: list[tuple[str, str]] | None = []
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -65,13 +80,15 @@ class Connection:
         """Queue a frame for this connection only (replies, errors), bypassing the hold."""
         if self.closed:
             return
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
+        size = len(payload)
+        if self.queued_bytes + size > self._max_bytes or self._queue.full():
             log.info("connection %s of %s is too slow; closing 4008", self.id, self.user.id)
             self.close(
                 CloseCode.TOO_SLOW, "too slow: outbound queue overflowed; reconnect and resume"
             )
+            return
+        self.queued_bytes += size
+        self._queue.put_nowait(payload)
 
     def hold(self) -> None:
         """Keep channel frames aside (while a welcome and a replay are being queued)."""
@@ -90,6 +107,8 @@ class Connection:
         self.closed = True
         self.close_code = code
         self._pending_close = (code, reason)
+        if self.on_close is not None:
+            self.on_close()
         if code == CloseCode.TOO_SLOW and self._writer is not None:
             # The writer may be stuck on a peer that does not read: drop it and the backlog.
             self._writer.cancel()
@@ -120,6 +139,9 @@ class Connection:
                 if payload is None:
                     break
                 await self._sink.send(payload)
+                self.queued_bytes -= len(payload)
+                if payload is self.history_pending:
+                    self.history_pending = None
         except (ConnectionError, RuntimeError) as exc:
             log.debug("connection %s write failed: %s", self.id, exc)
             self.closed = True

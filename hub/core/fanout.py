@@ -9,6 +9,7 @@ from typing import Protocol
 
 from hub.broker.base import BrokerError, ChannelLog, Envelope, Kind, PubSub, Replay, Replies
 from hub.core.connection import Connection
+from hub.core.presence import PresenceDiffs
 from hub.core.registry import Registry
 from hub.core.resume import Cursor
 from hub.errors import CloseCode
@@ -32,11 +33,13 @@ class Fanout:
         settings: Settings,
         broker: ChannelBroker,
         registry: Registry,
+        diffs: PresenceDiffs,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.registry = registry
+        self.diffs = diffs
         self.metrics = metrics
         self._subscribing: dict[str, asyncio.Task[None]] = {}
         self._last_ids: dict[str, str] = {}
@@ -85,6 +88,9 @@ class Fanout:
         """Hand a channel's frame to every local member (each queue bounded; no awaiting),
         except to connections whose own resume already gave it to them: a frame published
         before a resume read the log can reach this worker after the resume was sent."""
+        if frame.kind is Kind.PRESENCE:
+            self.diffs.add(channel, frame)
+            return
         if not self._track(channel, frame):
             return
         cursors = self._cursors

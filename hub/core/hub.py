@@ -17,17 +17,18 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hub.broker.base import AppendResult, Broker, BrokerError, Envelope
+from hub.broker.base import AppendResult, Broker, BrokerError, Entry, Envelope
 from hub.core.access import refusal, room_allowed
 from hub.core.assistant import AssistantRunner, ReplyListener, new_reply_id
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout
 from hub.core.identity import TokenWatch
 from hub.core.limits import Limiter, release_quietly
+from hub.core.presence import PresenceDiffs
 from hub.core.registry import Registry
 from hub.core.rooms import RoomService
 from hub.core.sessions import Sessions
-from hub.core.tasks import Tasks
+from hub.core.tasks import Tasks, stop_if_cancelled
 from hub.core.tickets import issue_ticket, redeem_ticket
 from hub.core.topics import command, parse_topic, read_command, worker_topic
 from hub.core.watchdog import Watchdog
@@ -43,6 +44,7 @@ from hub.protocol import (
     HistoryRequest,
     Join,
     Leave,
+    MembersRequest,
     Message,
     Ping,
     Pong,
@@ -77,6 +79,18 @@ def check_text(text: str, max_text: int, ref: str | None) -> None:
         raise FrameError("invalid", "The message is empty.", ref)
 
 
+def newest_within(entries: list[Entry], budget: int) -> list[Entry]:
+    """The newest entries whose bodies fit in ``budget`` characters (always at least one)."""
+    total, start = 0, len(entries)
+    while start > 0:
+        size = len(entries[start - 1].body)
+        if total + size > budget and start < len(entries):
+            break
+        total += size
+        start -= 1
+    return entries[start:]
+
+
 class Hub:
     """One worker's share of the hub; every shared fact lives in the broker."""
 
@@ -93,8 +107,11 @@ class Hub:
         self.limits = Limiter(settings, broker)
         self.tokens = TokenWatch(broker)
         self.watchdog = Watchdog(settings, broker, self.runner, self.incarnation, metrics)
-        self.fanout = Fanout(settings, broker, self.registry, metrics)
-        self.rooms = RoomService(settings, broker, self.registry, self.fanout)
+        self.diffs = PresenceDiffs(broker, self.registry)
+        self.fanout = Fanout(settings, broker, self.registry, self.diffs, metrics)
+        self.rooms = RoomService(settings, broker, self.registry, self.fanout, self.incarnation)
+        self.watchdog.on_dead = self.rooms.sweep_worker
+        self.watchdog.on_rejoin = self.rooms.enter_all
         self.sessions = Sessions(settings, broker, self.registry, self.fanout, self.rooms, metrics)
         self.draining = False
         self._tasks = Tasks()
@@ -105,6 +122,7 @@ class Hub:
             Stop: self._on_stop,
             HistoryRequest: self._on_history,
             Ping: self._on_ping,
+            MembersRequest: self.rooms.members,
         }
 
     # -- life cycle ----------------------------------------------------------------------
@@ -115,6 +133,7 @@ class Hub:
         self._tasks.spawn(self._upkeep(), "upkeep")
         await self.watchdog.beat()  # before any reply can start: a reply's worker is known
         self._tasks.spawn(self.watchdog.run(), "watchdog")
+        self._tasks.spawn(self._send_presence(), "presence-diffs")
 
     async def drain(self) -> None:
         """Stop taking work, let replies finish (bounded), send every client elsewhere (1012)."""
@@ -244,12 +263,21 @@ class Hub:
         conn.send_now(encode(Ack(ref=frame.ref, id=result.id)))
 
     async def _on_history(self, conn: Connection, frame: HistoryRequest) -> None:
+        if conn.history_pending is not None:
+            raise FrameError(
+                "rate_limited",
+                "Read the history page on its way before asking for another one.",
+                frame.ref,
+                0.5,
+            )
         messages, more = await self.history(
             conn.user, frame.channel, frame.before, frame.limit, conn
         )
-        conn.send_now(
-            encode(History(channel=frame.channel, messages=messages, more=more, ref=frame.ref))
+        payload = encode(
+            History(channel=frame.channel, messages=messages, more=more, ref=frame.ref)
         )
+        conn.history_pending = payload
+        conn.send_now(payload)
 
     async def _on_stop(self, conn: Connection, frame: Stop) -> None:
         owner = await self.broker.reply_owner(frame.reply)
@@ -359,7 +387,9 @@ class Hub:
         """A page of a channel's log the user may read, oldest first."""
         await self.check_access(user, channel, conn)
         entries, more = await self.broker.history(channel, before, limit)
-        return [message_dict(e.id, e.body) for e in entries], more
+        page = newest_within(entries, self.settings.history_bytes)
+        more = more or len(page) < len(entries)
+        return [message_dict(e.id, e.body) for e in page], more
 
     async def stop_reply(self, reply: str, worker: str) -> None:
         """Stop a reply wherever it runs: here directly, elsewhere through its worker's topic."""
@@ -387,14 +417,26 @@ class Hub:
     async def _renew_limits(self) -> None:
         await self.limits.renew(set(self.runner.running))
 
-    async def _upkeep(self) -> None:
-        """Renew presence and limit leases; notice presence that faded."""
+    async def _send_presence(self) -> None:
+        """Send each room's gathered presence changes about once per ``presence_interval``."""
         while True:
+            await asyncio.sleep(self.settings.presence_interval)
+            try:
+                await self.diffs.flush()
+            except BrokerError as exc:
+                log.warning("presence diffs delayed: %s", exc)
+            except Exception:
+                log.exception("presence diffs failed")
+            stop_if_cancelled()
+
+    async def _upkeep(self) -> None:
+        """Renew the leases of the limits held by replies running here."""
+        while True:
+            try:
+                await self._renew_limits()
+            except BrokerError as exc:
+                log.warning("upkeep skipped: %s", exc)
+            except Exception:
+                log.exception("upkeep failed")
+            stop_if_cancelled()
             await asyncio.sleep(self.settings.presence_ttl / 3)
-            for tick in (self.rooms.tick, self._renew_limits):
-                try:
-                    await tick()
-                except BrokerError as exc:
-                    log.warning("upkeep skipped: %s", exc)
-                except Exception:
-                    log.exception("upkeep failed")

@@ -1,23 +1,28 @@
-"""Rooms: join and leave (membership belongs to the user), and who is online in each room."""
+"""Rooms: join and leave (membership belongs to the user), who is online, and member pages."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
-from hub.broker.base import ChannelLog, Envelope, Kind, Presence, PubSub, RateLimits, Rooms
+from hub.broker.base import ChannelLog, PubSub, RateLimits, Rooms
 from hub.core.access import check_join
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
+from hub.core.presence import PresenceBroker, change
 from hub.core.registry import Registry
 from hub.core.resume import Cursor
 from hub.core.topics import command, user_topic
 from hub.errors import FrameError
 from hub.protocol import (
+    MEMBERS_PAGE,
     Join,
     Joined,
     Leave,
     Left,
     Member,
+    Members,
+    MembersRequest,
     User,
     channel_kind,
     encode,
@@ -25,13 +30,16 @@ from hub.protocol import (
     parse_id,
     room_channel,
 )
-from hub.protocol import (
-    Presence as PresenceFrame,
-)
+from hub.protocol import Presence as PresenceFrame
 from hub.settings import Settings
 
+log = logging.getLogger(__name__)
 
-class RoomBroker(PubSub, ChannelLog, Rooms, Presence, RateLimits, Protocol):
+JOINED_HISTORY = 50
+"""Latest messages a ``joined`` carries."""
+
+
+class RoomBroker(PubSub, ChannelLog, Rooms, PresenceBroker, RateLimits, Protocol):
     """The broker roles rooms use."""
 
 
@@ -39,26 +47,36 @@ class RoomService:
     """Joins, leaves and presence of this worker's users; every shared fact is in the broker."""
 
     def __init__(
-        self, settings: Settings, broker: RoomBroker, registry: Registry, fanout: Fanout
+        self,
+        settings: Settings,
+        broker: RoomBroker,
+        registry: Registry,
+        fanout: Fanout,
+        worker: str,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.registry = registry
         self.fanout = fanout
-        self.worker = settings.worker_id
-        self._online: dict[str, frozenset[str]] = {}
+        self.worker = worker
 
+    # -- client frames -------------------------------------------------------------------
     async def join(self, conn: Connection, frame: Join) -> None:
-        """Make the user a member; every connection of the user gets ``joined`` (user topic)."""
-        await self.join_user(conn.user, frame.room, frame.ref)
+        """Make the user a member; this connection gets ``joined`` before any later frame is
+        handled, the user's other connections (on any worker) follow through the user topic."""
+        await self.join_user(conn.user, frame.room, frame.ref, conn)
 
-    async def join_user(self, user: User, room: str, ref: str | None) -> None:
+    async def join_user(
+        self, user: User, room: str, ref: str | None, conn: Connection | None = None
+    ) -> None:
         """``join`` for a user with or without a connection (``POST /api/rooms/<room>/join``)."""
+        await self._limit(user, ref)
         await check_join(self.broker, self.settings, user, room, ref)
         await self.broker.room_join(room, user.id, user.name)
-        await self.broker.presence_touch(room, user.id, self.worker, self.settings.presence_ttl)
+        if conn is not None:
+            async with self.registry.lock(conn):
+                await self._sync_join(conn, room, ref)
         await self.broker.publish(user_topic(user.id), command("join", room=room, ref=ref))
-        await self.publish_presence(room)
 
     async def leave(self, conn: Connection, frame: Leave) -> None:
         """End the user's membership; every connection of the user gets ``left``."""
@@ -66,78 +84,107 @@ class RoomService:
 
     async def leave_user(self, user: User, room: str, ref: str | None) -> None:
         """``leave`` for a user with or without a connection."""
+        await self._limit(user, ref)
         if not await self.broker.room_leave(room, user.id):
             raise FrameError("not_found", f"You are not in the room '{room}'.", ref)
-        await self.broker.presence_drop(room, user.id, None)
         await self.broker.publish(user_topic(user.id), command("leave", room=room, ref=ref))
-        await self.publish_presence(room)
 
+    async def members(self, conn: Connection, frame: MembersRequest) -> None:
+        """A page of who is online in a room the connection is in."""
+        if room_channel(frame.room) not in conn.channels:
+            raise FrameError("forbidden", f"Join the room '{frame.room}' first.", frame.ref)
+        page = await self.broker.presence_page(frame.room, frame.after, frame.limit)
+        members = [Member(id=uid, name=name) for uid, name in page.members]
+        reply = Members(
+            room=frame.room, members=members, more=page.more, online=page.online, ref=frame.ref
+        )
+        conn.send_now(encode(reply))
+
+    async def _limit(self, user: User, ref: str | None) -> None:
+        wait = await self.broker.rate_take(
+            f"room:{user.id}", self.settings.room_rate, self.settings.room_burst
+        )
+        if wait > 0:
+            raise FrameError(
+                "rate_limited",
+                f"You are joining and leaving rooms too fast; wait {wait:.1f} s.",
+                ref,
+                round(wait, 2),
+            )
+
+    # -- the user's connections ----------------------------------------------------------
     async def on_user_command(self, user_id: str, event: dict[str, Any]) -> None:
         """Apply a join or leave of the user to each of its connections on this worker."""
         room, ref = str(event.get("room")), event.get("ref")
         channel = room_channel(room)
         for conn in list(self.registry.of_user(user_id)):
             async with self.registry.lock(conn):
-                if event.get("op") == "join":
+                if event.get("op") == "join" and channel not in conn.channels:
                     await self._sync_join(conn, room, ref)
-                elif event.get("op") == "leave":
-                    await self.fanout.detach(conn, channel)
+                elif event.get("op") == "leave" and channel in conn.channels:
+                    await self.part(conn, channel)
                     conn.send_now(encode(Left(room=room, ref=ref)))
 
     async def _sync_join(self, conn: Connection, room: str, ref: str | None) -> None:
-        """Put one connection of the joining user into the room and send it ``joined``."""
+        """Put one connection of the user into the room and send it ``joined``."""
         channel = room_channel(room)
         conn.hold()
         await self.fanout.attach(conn, channel)
-        await self.broker.presence_touch(
-            room, conn.user.id, self.worker, self.settings.presence_ttl
+        await self.enter(conn.user, room)
+        page = await self.broker.presence_page(room, None, MEMBERS_PAGE)
+        entries, _more = await self.broker.history(channel, None, JOINED_HISTORY)
+        joined = Joined(
+            room=room,
+            online=page.online,
+            members=[Member(id=uid, name=name) for uid, name in page.members],
+            more=page.more,
+            history=[message_dict(e.id, e.body) for e in entries],
+            ref=ref,
         )
-        entries, _more = await self.broker.history(channel, None, 50)
-        members = await self._online_members(room)
-        history = [message_dict(e.id, e.body) for e in entries]
-        conn.send_now(encode(Joined(room=room, members=members, history=history, ref=ref)))
+        conn.send_now(encode(joined))
         last = entries[-1].id if entries else "0-0"
         release(conn, {channel: Cursor(parse_id(last))})
 
-    async def user_online(self, user_id: str, rooms: list[str]) -> None:
-        """A session of the user opened here: it is online in each of its rooms."""
-        for room in rooms:
-            await self.broker.presence_touch(room, user_id, self.worker, self.settings.presence_ttl)
-            await self.publish_presence(room)
+    async def snapshot(self, room: str) -> str:
+        """The first ``presence`` of a room for a connection: the count and the first page."""
+        page = await self.broker.presence_page(room, None, MEMBERS_PAGE)
+        members = [Member(id=uid, name=name) for uid, name in page.members]
+        frame = PresenceFrame(room=room, online=page.online, members=members, more=page.more)
+        return encode(frame)
 
-    async def user_offline(self, user_id: str) -> None:
-        """The user's last connection here went: not online through this worker any more."""
-        for room in await self.broker.user_rooms(user_id):
-            await self.broker.presence_drop(room, user_id, self.worker)
-            await self.publish_presence(room)
+    async def enter(self, user: User, room: str) -> None:
+        """A connection of the user is in the room here: the user is online (idempotent)."""
+        channel = room_channel(room)
+        result = await self.broker.presence_enter(room, user.id, user.name, self.worker)
+        if result.changed:
+            await self.broker.publish(channel, change(result.online, {user.id: user.name}, []))
 
-    async def _online_members(self, room: str) -> list[Member]:
-        members = await self.broker.room_members(room)
-        online = await self.broker.presence_online(room)
-        self._online[room] = frozenset(online & members.keys())
-        return sorted(
-            (Member(id=uid, name=members[uid]) for uid in self._online[room]),
-            key=lambda m: (m.name.lower(), m.id),
-        )
+    async def part(self, conn: Connection, channel: str) -> None:
+        """Take a connection out of a channel; in a room, the user's last one here goes offline."""
+        await self.fanout.detach(conn, channel)
+        kind, room = channel_kind(channel)
+        if kind != "room" or self.registry.user_in_channel(conn.user.id, channel):
+            return
+        result = await self.broker.presence_exit(room, conn.user.id, self.worker)
+        if result.changed:
+            await self.broker.publish(channel, change(result.online, {}, [conn.user.id]))
 
-    async def publish_presence(self, room: str) -> None:
-        """Tell every member who is online now."""
-        members = await self._online_members(room)
-        frame = Envelope(Kind.EVENT, encode(PresenceFrame(room=room, members=members)))
-        await self.broker.publish(room_channel(room), frame)
+    # -- dead workers ------------------------------------------------------------------
+    async def sweep_worker(self, worker: str) -> None:
+        """Take a dead worker's users offline; every room hears the ``leaves`` (one sweeper)."""
+        swept = await self.broker.presence_sweep(worker)
+        if swept:
+            log.info("worker %s is gone; its users swept from %d rooms", worker, len(swept))
+        for room, (gone, online) in swept.items():
+            if gone:
+                await self.broker.publish(room_channel(room), change(online, {}, gone))
 
-    async def tick(self) -> None:
-        """Renew this worker's presence leases; tell local members about presence that faded."""
-        ttl = self.settings.presence_ttl
+    async def enter_all(self) -> None:
+        """Mark every local user online again (after others may have swept this worker)."""
         for channel in list(self.registry.by_channel):
             kind, room = channel_kind(channel)
             if kind != "room":
                 continue
-            for user_id in {c.user.id for c in self.registry.in_channel(channel)}:
-                await self.broker.presence_touch(room, user_id, self.worker, ttl)
-            before = self._online.get(room)
-            members = await self._online_members(room)
-            if before is not None and before != self._online[room]:
-                payload = encode(PresenceFrame(room=room, members=members))
-                for conn in self.registry.in_channel(channel):
-                    conn.deliver(channel, payload)
+            users = {c.user.id: c.user for c in self.registry.in_channel(channel)}
+            for user in users.values():
+                await self.enter(user, room)

@@ -68,6 +68,7 @@ class Sessions:
         """Welcome a signed-in connection: channels, resume or replies in flight, then live frames."""
         user = conn.user
         resume = resume or {}
+        frames: list[str] = []
         async with self.registry.lock(conn):
             conn.hold()
             if self.registry.add_user(conn):
@@ -80,8 +81,10 @@ class Sessions:
             channels = [dm_channel(user.id), *(room_channel(r) for r in rooms)]
             for channel in channels:
                 await self.fanout.attach(conn, channel)
+            for room in rooms:
+                await self.rooms.enter(user, room)
+                frames.append(await self.rooms.snapshot(room))
             resumed: dict[str, bool] = {}
-            frames: list[str] = []
             cursors: dict[str, Cursor] = {}
             for channel, after in resume.items():
                 replay = await self.broker.replay(channel, after) if channel in channels else None
@@ -107,7 +110,6 @@ class Sessions:
                 conn.send_now(frame)
             release(conn, cursors)
             self.fanout.resumed(conn, cursors)
-        await self.rooms.user_online(user.id, rooms)
 
     def _resume(
         self,
@@ -119,7 +121,10 @@ class Sessions:
     ) -> bool:
         """Queue what a resuming client missed in a channel, unless it is too much to replay."""
         missed, cursor = replay_frames(channel, after, replay)
-        if len(missed) > self.settings.outbound_queue // 2:
+        if (
+            len(missed) > self.settings.outbound_queue // 2
+            or sum(map(len, missed)) > self.settings.outbound_bytes // 2
+        ):
             return False
         frames.extend(missed)
         cursors[channel] = cursor
@@ -168,13 +173,13 @@ class Sessions:
     async def close(self, conn: Connection) -> None:
         """Forget a connection; presence ends when the user's last connection here goes."""
         self.fanout.forget(conn)
-        for channel in list(conn.channels):
-            await self.fanout.detach(conn, channel)
-        if not self.registry.remove_user(conn):
-            return
-        with contextlib.suppress(BrokerError):
-            await self.broker.unsubscribe(user_topic(conn.user.id))
-            await self.rooms.user_offline(conn.user.id)
+        try:
+            for channel in list(conn.channels):
+                await self.rooms.part(conn, channel)
+        finally:
+            if self.registry.remove_user(conn):
+                with contextlib.suppress(BrokerError):
+                    await self.broker.unsubscribe(user_topic(conn.user.id))
 
     async def _greet(self, user: User) -> None:
         """Speak first, once per user: on their first session ever (their dm is still empty).

@@ -10,6 +10,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when the current task was asked to stop.
+
+    For loops that log and go on after errors: a library that turns a cancellation into an
+    error of its own (or swallows it) must not keep such a loop alive through shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Tasks:
     """A set of named tasks that forgets each one as it ends."""
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from hub.broker.base import BrokerError, Replies
 from hub.core.assistant import AssistantRunner
+from hub.core.tasks import stop_if_cancelled
 from hub.metrics import Metrics
 from hub.settings import Settings
 
@@ -42,6 +44,12 @@ class Watchdog:
         self.metrics = metrics
         self._steady_since: float | None = None
         self._last_beat = 0.0
+        self._rejoin_due = False
+        self.on_dead: Callable[[str], Awaitable[None]] | None = None
+        """Called for each dead worker on every sweep until it is forgotten (must be idempotent)."""
+        self.on_rejoin: Callable[[], Awaitable[None]] | None = None
+        """Called once this worker beats steadily again after a freeze or a broker outage,
+        during which others may have taken it for dead and swept what it held."""
 
     async def run(self) -> None:
         """Beat and sweep until cancelled; a broker that is down only pauses both."""
@@ -57,6 +65,7 @@ class Watchdog:
                 log.debug("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+            stop_if_cancelled()
             await asyncio.sleep(period)
 
     async def beat(self) -> None:
@@ -69,6 +78,7 @@ class Watchdog:
             self._steady_since = None
             return
         if self._steady_since is None or now - self._last_beat > self.settings.worker_ttl / 2:
+            self._rejoin_due = self._last_beat > 0  # not the first beat: a freeze or an outage
             self._steady_since = now  # first beat, or after a freeze (SIGSTOP, a stalled loop)
         self._last_beat = now
 
@@ -83,6 +93,12 @@ class Watchdog:
         """Claim up to ``SWEEP_BATCH`` replies of dead workers and continue (or close) them."""
         if not self.steady():
             return 0
+        if self._rejoin_due and self.on_rejoin is not None:
+            self._rejoin_due = False
+            await self.on_rejoin()
+        if self.on_dead is not None:
+            for worker in await self.broker.dead_workers(self.worker, self.settings.worker_ttl):
+                await self.on_dead(worker)
         orphans = await self.broker.orphans(self.worker, self.settings.worker_ttl, SWEEP_BATCH)
         claimed = 0
         for orphan in orphans:

@@ -83,6 +83,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         user,
         SseSink(response, position),
         settings.outbound_queue,
+        max_bytes=settings.outbound_bytes,
         transport="sse",
         peer=client_ip(request),
     )

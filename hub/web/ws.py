@@ -36,18 +36,30 @@ FRAME_BURST = 200
 """Any client frame costs one token of a per-connection bucket; an empty bucket closes 4029."""
 
 
+CLOSE_HANDSHAKE_SECONDS = 5.0
+"""How long a close waits for the peer's answer before the TCP connection is dropped."""
+
+
 class WsSink:
     """Writes frames to an aiohttp WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self.ws = ws
+        self._transport = transport
 
     async def send(self, payload: str) -> None:
         await self.ws.send_str(payload)
 
     async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 5.0)
+        """Close with ``code``; a peer that neither reads nor answers is cut off, so that its
+        handler (and what it holds) ends instead of waiting for the peer for ever."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()[:120]), CLOSE_HANDSHAKE_SECONDS
+            )
+        except TimeoutError:
+            if isinstance(self._transport, asyncio.WriteTransport):
+                self._transport.abort()
 
 
 async def _say(ws: web.WebSocketResponse, error: Error) -> None:
@@ -116,7 +128,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     else:
         user = header_user
     metrics = request.app[METRICS]
-    conn = Connection(user, WsSink(ws), settings.outbound_queue, peer=client_ip(request))
+    conn = Connection(
+        user,
+        WsSink(ws, request.transport),
+        settings.outbound_queue,
+        max_bytes=settings.outbound_bytes,
+        peer=client_ip(request),
+    )
     conn.start()
     metrics.connections.labels("ws").inc()
     try:
@@ -133,7 +151,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             hub.send_error(conn, exc.code, exc.message, ref, exc.retry_after)
             conn.close(refusal_close_code(exc), exc.message)
             return ws
-        await _read_loop(ws, conn, hub, late_hello=header_user is not None)
+        reading = asyncio.ensure_future(
+            _read_loop(ws, conn, hub, late_hello=header_user is not None)
+        )
+
+        def stop_reading() -> None:
+            reading.cancel()
+
+        conn.on_close = stop_reading
+        try:
+            await asyncio.wait({reading})
+        finally:
+            reading.cancel()
+        if not reading.cancelled():
+            reading.result()  # what the reader raised goes on up
     finally:
         metrics.connections.labels("ws").dec()
         if conn.close_code == CloseCode.TOO_SLOW:

@@ -8,7 +8,15 @@ import json
 
 import pytest
 
-from hub.broker.base import AppendResult, Broker, Envelope, Kind, ReplyLost
+from hub.broker.base import (
+    AppendResult,
+    Broker,
+    Envelope,
+    Kind,
+    OnlinePage,
+    PresenceChange,
+    ReplyLost,
+)
 from hub.protocol import frame_from_entry, parse_id
 from tests.broker.conftest import WAIT, Backend, Frames, event
 
@@ -435,48 +443,70 @@ async def test_room_membership(backend: Backend) -> None:
     assert not await broker.room_join("lobby", "alice", "Alice A.")
     assert await broker.room_join("lobby", "bob", "Bob")
     assert await broker.room_join("attic", "alice", "Alice A.")
-    assert await broker.room_members("lobby") == {"alice": "Alice A.", "bob": "Bob"}
+    assert await broker.room_size("lobby") == 2
     assert await broker.user_rooms("alice") == ["attic", "lobby"]
     assert await broker.room_leave("lobby", "alice")
     assert not await broker.room_leave("lobby", "alice")
-    assert await broker.room_members("lobby") == {"bob": "Bob"}
+    assert await broker.room_size("lobby") == 1
     assert await broker.user_rooms("alice") == ["attic"]
-    assert await broker.room_members("nowhere") == {}
+    assert await broker.room_size("nowhere") == 0
     assert await broker.user_rooms("nobody") == []
 
 
-async def test_presence_expires_and_drops(backend: Backend) -> None:
+async def online(broker: Broker, room: str) -> list[str]:
+    """Every online member id of a room, read page by page (pages of 2)."""
+    ids: list[str] = []
+    after = None
+    for _ in range(100):
+        page = await broker.presence_page(room, after, 2)
+        ids += [uid for uid, _name in page.members]
+        assert page.online >= len(ids)
+        if not page.more:
+            return ids
+        after = ids[-1]
+    raise AssertionError("presence pages never ended")
+
+
+async def test_presence_is_online_while_any_worker_holds_the_user(backend: Backend) -> None:
     broker, _ = await backend.make()
-    await broker.presence_touch("lobby", "alice", "w1", ttl=30)
-    await broker.presence_touch("lobby", "alice", "w2", ttl=30)
-    await broker.presence_touch("lobby", "bob", "w1", ttl=30)
-    await broker.presence_touch("lobby", "carol", "w1", ttl=0.05)
-    await broker.presence_touch("attic", "dave", "w1", ttl=30)
-
-    async def carol_gone() -> bool:
-        return "carol" not in await broker.presence_online("lobby")
-
-    await eventually(carol_gone)
-    assert await broker.presence_online("lobby") == {"alice", "bob"}
-    await broker.presence_drop("lobby", "alice", "w1")
-    assert await broker.presence_online("lobby") == {"alice", "bob"}  # still on w2
-    await broker.presence_drop("lobby", "alice", "w2")
-    assert await broker.presence_online("lobby") == {"bob"}
-    await broker.presence_touch("lobby", "alice", "w1", ttl=30)
-    await broker.presence_touch("lobby", "alice", "w2", ttl=30)
-    await broker.presence_drop("lobby", "alice", None)
-    assert await broker.presence_online("lobby") == {"bob"}
-    await broker.presence_drop("empty", "alice", None)
-    assert await broker.presence_online("empty") == set()
-    assert await broker.presence_online("attic") == {"dave"}
+    assert (await broker.presence_enter("lobby", "al", "Alice", "w1")) == PresenceChange(True, 1)
+    assert (await broker.presence_enter("lobby", "al", "Alice", "w2")) == PresenceChange(False, 1)
+    assert (await broker.presence_enter("lobby", "al", "Alice", "w2")) == PresenceChange(False, 1)
+    assert (await broker.presence_enter("lobby", "bo", "Bob", "w1")).online == 2
+    assert (await broker.presence_exit("lobby", "al", "w1")) == PresenceChange(False, 2)
+    assert (await broker.presence_exit("lobby", "al", "w2")) == PresenceChange(True, 1)
+    assert (await broker.presence_exit("lobby", "al", "w2")) == PresenceChange(False, 1)
+    assert await online(broker, "lobby") == ["bo"]
+    assert (await broker.presence_page("empty", None, 10)) == OnlinePage([], False, 0)
 
 
-async def test_presence_touch_extends_a_lease(backend: Backend) -> None:
+async def test_presence_pages_by_name_then_id_each_member_once(backend: Backend) -> None:
     broker, _ = await backend.make()
-    await broker.presence_touch("lobby", "erin", "w1", ttl=0.05)
-    await broker.presence_touch("lobby", "erin", "w1", ttl=30)
-    await asyncio.sleep(0.1)
-    assert await broker.presence_online("lobby") == {"erin"}
+    people = [("u3", "bob"), ("u1", "Bob"), ("u2", "alice"), ("u9", "Zed"), ("u4", "carol")]
+    for uid, name in people:
+        await broker.presence_enter("big", uid, name, "w1")
+    assert await online(broker, "big") == ["u2", "u1", "u3", "u4", "u9"]
+    first = await broker.presence_page("big", None, 3)
+    assert first.members == [("u2", "alice"), ("u1", "Bob"), ("u3", "bob")]
+    assert first.more and first.online == 5
+    await broker.presence_exit("big", "u3", "w1")  # the page's last member left meanwhile
+    rest = await broker.presence_page("big", "u3", 10)
+    assert rest.members == [("u4", "carol"), ("u9", "Zed")] and not rest.more
+
+
+async def test_a_dead_workers_users_are_swept_by_exactly_one_worker(backend: Backend) -> None:
+    broker, _ = await backend.make()
+    other = (await backend.make())[0] if backend.shared else broker
+    await broker.presence_enter("lobby", "al", "Alice", "w1")
+    await broker.presence_enter("lobby", "bo", "Bob", "w1")
+    await broker.presence_enter("lobby", "bo", "Bob", "w2")
+    await broker.presence_enter("attic", "al", "Alice", "w1")
+    first, second = await asyncio.gather(broker.presence_sweep("w1"), other.presence_sweep("w1"))
+    swept = first or second
+    assert swept == {"attic": (["al"], 0), "lobby": (["al"], 1)}
+    assert (first, second).count({}) == 1
+    assert await online(broker, "lobby") == ["bo"]
+    assert await broker.presence_sweep("w1") == {}
 
 
 # -- limits -------------------------------------------------------------------------------

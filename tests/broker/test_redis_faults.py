@@ -95,8 +95,9 @@ async def test_crash_and_restart_on_the_same_port(server: RedisServer) -> None:
         await broker.heartbeat("w1")
         [reply] = await broker.inflight("room:a")
         assert reply.deltas == ["hi"]
-        await broker.presence_touch("lobby", "alice", "w1", ttl=10)
-        assert await broker.presence_online("lobby") == {"alice"}
+        assert (await broker.presence_enter("lobby", "alice", "Alice", "w1")).changed
+        assert (await broker.presence_page("lobby", None, 10)).members == [("alice", "Alice")]
+        assert await broker.presence_sweep("w1") == {"lobby": (["alice"], 0)}
         assert await broker.rate_take("k", 1.0, 1) == 0
     finally:
         await broker.close()

@@ -8,12 +8,12 @@ from hub.broker.base import Envelope, Kind
 from hub.errors import FrameError
 from hub.protocol import Delta, Join, Leave, Send, encode
 from tests.core.conftest import CoreHub, ListSink
+from tests.support.presence_view import online_view
 
 
 def online(sink: ListSink) -> list[str]:
-    """Who the client sees online in its room now, from its latest joined or presence frame."""
-    views = [f for f in sink.frames if f["type"] in ("joined", "presence")]
-    return [m["id"] for m in views[-1]["members"]] if views else []
+    """Who the client sees online in the lobby now (snapshot, then diffs)."""
+    return sorted(online_view(sink.frames, "lobby") or {})
 
 
 async def test_a_fresh_session_is_welcomed_and_greeted_once(core: CoreHub) -> None:

@@ -21,6 +21,7 @@ from deploy.cluster import REPO_ROOT, Cluster
 from hub.auth import mint_token
 from hub.client import HubClient, HubClientError
 from hub.protocol import parse_id
+from tests.support.presence_view import online_view
 
 E2E_ENV = {
     "HUB_LLM": "echo",
@@ -138,11 +139,9 @@ class E2EClient(HubClient):
         return [f for f in self.raw if f.get("type") == "delta" and f.get("reply") == reply]
 
     def presence(self, room: str) -> set[str] | None:
-        """Member ids of the latest ``presence`` (or ``joined``) of ``room``, None before any."""
-        for frame in reversed(self.raw):
-            if frame.get("type") in ("presence", "joined") and frame.get("room") == room:
-                return {m["id"] for m in frame["members"]}
-        return None
+        """Member ids this client sees online in ``room`` (snapshot, then diffs), None before any."""
+        view = online_view(self.raw, room)
+        return None if view is None else set(view)
 
     def welcomes(self) -> list[dict[str, Any]]:
         return [f for f in self.raw if f.get("type") == "welcome"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.presence_view import online_view
+
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -70,6 +72,29 @@ class WsClient:
                 skipped.append(frame)
         finally:
             self._unread[:0] = skipped
+
+    async def expect_online(
+        self, room: str, ids: set[str], timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, str]:
+        """Read until the client's view of who is online in ``room`` (snapshot, then diffs)
+        is exactly ``ids``; frames read meanwhile stay readable for ``expect``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        read: list[dict[str, Any]] = []
+        try:
+            while True:
+                view = online_view(self.received, room) or {}
+                if set(view) == ids:
+                    return view
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise AssertionError(f"{room} shows {sorted(view)} online, not {sorted(ids)}")
+                try:
+                    read.append(await self._next(remaining))
+                except TimeoutError:
+                    continue
+        finally:
+            self._unread[:0] = read
 
     async def reply(
         self, channel: str | None = None, timeout: float = DEFAULT_TIMEOUT
