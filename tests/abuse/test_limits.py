@@ -164,9 +164,10 @@ async def test_replies_per_user_and_per_room(start_hub: HubFactory) -> None:
     for user in users:
         await user.send(type="join", room="lobby", ref="j")
         await user.expect("joined", room="lobby")
-    for n, user in enumerate(users):
+    answers = []
+    for n, user in enumerate(users):  # one after the other: which one is third is then known
         await user.send(type="send", channel="room:lobby", text="@assistant hi", ref=f"r{n}")
-    answers = [(await answer(u, f"r{n}"))["type"] for n, u in enumerate(users)]
+        answers.append((await answer(user, f"r{n}"))["type"])
     assert answers == ["ack", "ack", "error"]
     await users[0].send(type="send", text="and in my dm?", ref="dm")
     error = await answer(users[0], "dm")
