@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -16,8 +16,6 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from hub.broker.redis_shards import NodeClient
 
-POOL_SIZE = 64
-"""Connections a worker opens to one Redis at most for commands (pub/sub has its own)."""
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
@@ -111,13 +109,7 @@ def connect(url: str, timeout: float) -> Clients:
         **tcp,
     }
     if not url.startswith(CLUSTER_SCHEMES):
-        # A blocking pool: a burst of commands (a join storm) waits for a free connection
-        # within the command's deadline instead of failing with "Too many connections".
-        maint = common.pop("maint_notifications_config")
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=timeout, **common
-        )
-        return Clients(Redis(connection_pool=pool, maint_notifications_config=maint))
+        return Clients(Redis.from_url(url, **common))
     parsed = parse_cluster_url(url)
     options = {**common, **parsed.options}
     cluster = RedisCluster(

@@ -52,8 +52,8 @@ class Connection:
         self._max_bytes = max_bytes
         self.queued_bytes = 0
         self.on_close: Callable[[], None] | None = None
-        """Called once when the hub closes the connection (the reader stops waiting on a peer
-        that may never send again)."""
+        """Called when the hub closes the connection as too slow: the reader stops waiting on
+        a peer that may never send again (other closes let the reader see the peer's answer)."""
         self.history_pending: str | None = None
         """The ``history`` answer queued and not written yet (one in flight per connection)."""
         self._held: list[tuple[str, str]] | None = []
@@ -107,7 +107,7 @@ class Connection:
         self.closed = True
         self.close_code = code
         self._pending_close = (code, reason)
-        if self.on_close is not None:
+        if code == CloseCode.TOO_SLOW and self.on_close is not None:
             self.on_close()
         if code == CloseCode.TOO_SLOW and self._writer is not None:
             # The writer may be stuck on a peer that does not read: drop it and the backlog.

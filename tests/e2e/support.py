@@ -33,7 +33,8 @@ E2E_ENV = {
     "HUB_RATE_BURST": "100",
     "HUB_DRAIN_TIMEOUT": "5",
     "HUB_HEARTBEAT": "20",
-    "HUB_ROOM_CREATE_BURST": "200",  # the outage tests open 50 quiet rooms per user
+    "HUB_ROOM_CREATE_BURST": "200",
+    "HUB_ROOM_BURST": "200",  # the outage tests open 50 quiet rooms per user
 }
 """Settings of every worker: the default heartbeat TTL, a slow echo so faults land mid-reply."""
 

@@ -210,10 +210,7 @@ async def test_resume_mid_reply_on_another_worker_has_no_gap_and_no_double(
             await ann.send(type="join", room=room, ref="j")
             await ann.expect("joined", ref="j")
             await bob.join(room, timeout=WAIT)
-            await ann.expect(
-                "presence",
-                members=[{"id": "rs-ann", "name": "Rs-Ann"}, {"id": "rs-bob", "name": "Rs-Bob"}],
-            )
+            await ann.expect_online(room, {"rs-ann", "rs-bob"})
             await send_reliably(bob, "before", channel, "b0")
             await ann.expect("message", channel=channel, text="before")
             text = "@assistant " + words(250, "r")  # about 5 s of streaming, on hub2
