@@ -123,7 +123,9 @@ async def run(cluster: Cluster, members: int) -> dict[str, float]:
             async with gate:
                 ws = await session.ws_connect(worker.ws_url, max_msg_size=0, heartbeat=None)
                 await ws.send_str(
-                    json.dumps({"type": "hello", "token": mint_token(cluster.secret, user, user, 7200)})
+                    json.dumps(
+                        {"type": "hello", "token": mint_token(cluster.secret, user, user, 7200)}
+                    )
                 )
                 welcome = await ws.receive(timeout=60)
                 if '"welcome"' not in str(welcome.data):
@@ -199,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
     for row in results:
-        print("| " + " | ".join(f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
+        print(
+            "| "
+            + " | ".join(
+                f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys
+            )
+            + " |"
+        )
     return 0
 
 

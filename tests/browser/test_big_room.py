@@ -67,11 +67,6 @@ def expect_online(chat: ChatPage, count: int) -> None:
     expect(chat.page.locator(".topbar .subtitle")).to_have_text(f"{count:,} online")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="presence v2 on the hub (issue 9: snapshot with online/more, diffs, members paging) "
-    "is not on main yet; this test passes against it (8a9871b): remove this mark when it lands",
-)
 def test_big_room_count_pages_and_diffs(open_user: OpenUser, hub_url: str) -> None:
     started = time.monotonic()
     with Crowd(hub_url, SECRET, ROOM, CROWD) as crowd:
