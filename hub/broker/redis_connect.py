@@ -16,6 +16,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from hub.broker.redis_shards import NodeClient
 
+POOL_SIZE = 1000
+"""Command connections a worker may open to one Redis (pub/sub has its own)."""
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
@@ -109,7 +111,9 @@ def connect(url: str, timeout: float) -> Clients:
         **tcp,
     }
     if not url.startswith(CLUSTER_SCHEMES):
-        return Clients(Redis.from_url(url, **common))
+        # redis-py's pool refuses a command past 100 connections ("Too many connections"):
+        # a burst of sessions (a join storm) needs more, opened on demand.
+        return Clients(Redis.from_url(url, max_connections=POOL_SIZE, **common))
     parsed = parse_cluster_url(url)
     options = {**common, **parsed.options}
     cluster = RedisCluster(

@@ -74,15 +74,23 @@ async def check_crowd(clients: list[WsClient]) -> None:
     assert len(joined["members"]) <= 100
     ids = await page_all(first, "hall", 40)
     assert ids == sorted(ids) and len(ids) == len(set(ids)) == CROWD
-    # Every member's count converges to the room's, from snapshot and diffs alone.
+
+    # Every member's count converges to the room's, and the first member learns of everyone,
+    # from its snapshot and the diffs alone (a diff's count may run ahead of its joins).
+    def first_knows() -> set[str]:
+        presence = [f for f in first.received if f["type"] == "presence"]
+        assert all("members" not in f for f in presence), "a diff carried the whole list"
+        return {m["id"] for m in joined["members"]} | {
+            m["id"] for f in presence for m in f["joins"]
+        }
+
     for _ in range(50):
         await asyncio.gather(*(c.drain(0.1) for c in clients))
-        if all(told_online(c.received, "hall") == CROWD for c in clients):
+        counts = {told_online(c.received, "hall") for c in clients}
+        if counts == {CROWD} and first_knows() == set(ids):
             break
     assert {told_online(c.received, "hall") for c in clients} == {CROWD}
-    presence = [f for f in first.received if f["type"] == "presence"]
-    assert all("members" not in f for f in presence), "a diff carried the whole list"
-    seen = {m["id"] for m in joined["members"]} | {m["id"] for f in presence for m in f["joins"]}
+    seen = first_knows()
     assert seen == set(ids)
 
 
