@@ -1,4 +1,4 @@
-"""One client connection as the core sees it: a user, a bounded outbound queue, one writer."""
+"""One client connection as the core sees it: a user, a direct write, a bounded backlog."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Protocol
 
 from hub.errors import CloseCode
 from hub.protocol import User
@@ -15,6 +16,8 @@ from hub.protocol import User
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+
+_WRITE_ERRORS = (ConnectionError, RuntimeError)
 
 
 class Sink(Protocol):
@@ -29,8 +32,66 @@ class Sink(Protocol):
         ...
 
 
+class _Rest:
+    """The rest of a coroutine that suspended in the sender's context, run by a task."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, None, None]:
+        pending, self._first = self._first, None
+        while True:
+            try:
+                yield pending
+            except BaseException as exc:  # a cancel goes to the coroutine, which may clean up
+                try:
+                    pending = self._coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    pending = self._coro.send(None)
+                except StopIteration:
+                    return
+
+
+def write_eagerly(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
+    """Run ``coro`` now up to its first wait: None when it finished, else what is left of it."""
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    return _Rest(coro, first)
+
+
 class Connection:
-    """A sender never awaits this connection: frames go to a bounded queue drained by one task."""
+    """A sender never awaits this connection: a frame is written at once while the peer keeps
+    up; once the transport pushes back, frames wait in a bounded backlog drained by one task
+    that ends when the backlog is empty (an idle connection holds no task and no queue)."""
+
+    __slots__ = (
+        "_backlog",
+        "_closer",
+        "_held",
+        "_max_bytes",
+        "_max_queue",
+        "_sink",
+        "_started",
+        "_writer",
+        "channels",
+        "close_code",
+        "closed",
+        "history_pending",
+        "id",
+        "on_close",
+        "peer",
+        "queued_bytes",
+        "transport",
+        "user",
+    )
 
     def __init__(
         self,
@@ -48,8 +109,10 @@ class Connection:
         self.peer = peer  # the client's address, for per-address limits
         self.channels: set[str] = set()
         self._sink = sink
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(max_queue)
+        self._max_queue = max_queue
         self._max_bytes = max_bytes
+        self._backlog: deque[str | tuple[int, str]] | None = None
+        """Frames waiting while the transport pushes back; a (code, reason) closes after them."""
         self.queued_bytes = 0
         self.on_close: Callable[[], None] | None = None
         """Called when the hub closes the connection as too slow: the reader stops waiting on
@@ -58,17 +121,19 @@ class Connection:
         """The ``history`` answer queued and not written yet (one in flight per connection)."""
         self._held: list[tuple[str, str]] | None = []
         self._writer: asyncio.Task[None] | None = None
+        self._started = False
         self.closed = False
         self.close_code: int | None = None
-        self._pending_close = (1000, "")
         self._closer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the writer task; frames held since creation wait until ``release``."""
-        self._writer = asyncio.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
+        """Allow writes; frames queued before this are written now, in order."""
+        self._started = True
+        if self._backlog is not None and self._writer is None:
+            self._writer = asyncio.create_task(self._drain(None, ""), name=f"conn-{self.id}")
 
     def deliver(self, channel: str, payload: str) -> None:
-        """Queue a frame of ``channel`` without waiting; overflow closes the connection with 4008."""
+        """Send a frame of ``channel`` without waiting; overflow closes the connection with 4008."""
         if self.closed:
             return
         if self._held is not None:
@@ -77,18 +142,44 @@ class Connection:
         self.send_now(payload)
 
     def send_now(self, payload: str) -> None:
-        """Queue a frame for this connection only (replies, errors), bypassing the hold."""
+        """Send a frame for this connection only (replies, errors), bypassing the hold."""
         if self.closed:
             return
+        if self._backlog is None and self._started:
+            self._write_direct(payload)
+            return
         size = len(payload)
-        if self.queued_bytes + size > self._max_bytes or self._queue.full():
+        backlog = self._backlog
+        if backlog is None:  # not started yet
+            backlog = self._backlog = deque()
+        if self.queued_bytes + size > self._max_bytes or len(backlog) >= self._max_queue:
             log.info("connection %s of %s is too slow; closing 4008", self.id, self.user.id)
             self.close(
                 CloseCode.TOO_SLOW, "too slow: outbound queue overflowed; reconnect and resume"
             )
             return
         self.queued_bytes += size
-        self._queue.put_nowait(payload)
+        backlog.append(payload)
+
+    def _write_direct(self, payload: str) -> None:
+        """Write now; if the transport pushes back, a writer finishes it and drains what follows."""
+        try:
+            rest = write_eagerly(self._sink.send(payload))
+        except Exception as exc:  # the sender (a fan-out) must not fail for one peer
+            self._write_failed(exc)
+            return
+        if rest is None:
+            if payload is self.history_pending:
+                self.history_pending = None
+            return
+        self._backlog = deque()
+        self.queued_bytes += len(payload)
+        self._writer = asyncio.create_task(self._drain(rest, payload), name=f"conn-{self.id}")
+
+    def _write_failed(self, exc: BaseException) -> None:
+        log.debug("connection %s write failed: %s", self.id, exc)
+        self.closed = True
+        self._backlog = None
 
     def hold(self) -> None:
         """Keep channel frames aside (while a welcome and a replay are being queued)."""
@@ -106,20 +197,17 @@ class Connection:
             return
         self.closed = True
         self.close_code = code
-        self._pending_close = (code, reason)
         if code == CloseCode.TOO_SLOW and self.on_close is not None:
             self.on_close()
-        if code == CloseCode.TOO_SLOW and self._writer is not None:
+        if code == CloseCode.TOO_SLOW:
             # The writer may be stuck on a peer that does not read: drop it and the backlog.
-            self._writer.cancel()
-            self._closer = asyncio.create_task(self._sink.close(code, reason))
+            if self._writer is not None:
+                self._writer.cancel()
+            self._backlog = None
+        elif self._backlog is not None:
+            self._backlog.append((code, reason))  # the writer (or ``start``) closes after it
             return
-        try:
-            self._queue.put_nowait(None)
-        except asyncio.QueueFull:
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+        self._closer = asyncio.create_task(self._close_sink(code, reason))
 
     async def wait_closed(self, timeout: float) -> None:
         """Wait (bounded) for the writer and closer to finish, then make sure they are gone."""
@@ -132,20 +220,32 @@ class Connection:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _write_loop(self) -> None:
-        try:
-            while True:
-                payload = await self._queue.get()
-                if payload is None:
-                    break
-                await self._sink.send(payload)
-                self.queued_bytes -= len(payload)
-                if payload is self.history_pending:
-                    self.history_pending = None
-        except (ConnectionError, RuntimeError) as exc:
-            log.debug("connection %s write failed: %s", self.id, exc)
-            self.closed = True
-            return
-        code, reason = self._pending_close
+    async def _close_sink(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self._sink.close(code, reason)
+
+    async def _drain(self, rest: Awaitable[None] | None, payload: str) -> None:
+        """Finish the write that met backpressure, then the backlog; end when it is empty."""
+        try:
+            if rest is not None:
+                await rest
+                self._written(payload)
+            backlog = self._backlog
+            while backlog:
+                item = backlog.popleft()
+                if isinstance(item, tuple):
+                    self._backlog = None
+                    await self._close_sink(*item)
+                    return
+                await self._sink.send(item)
+                self._written(item)
+        except _WRITE_ERRORS as exc:
+            self._write_failed(exc)
+            return
+        self._backlog = None
+        self._writer = None
+
+    def _written(self, payload: str) -> None:
+        self.queued_bytes -= len(payload)
+        if payload is self.history_pending:
+            self.history_pending = None

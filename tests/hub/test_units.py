@@ -74,6 +74,71 @@ async def test_frames_are_written_in_order_by_one_writer() -> None:
     assert sink.closed_with == (1000, "bye")
 
 
+class _GateSink:
+    """A peer whose transport accepts frames at once until the gate closes (backpressure)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.closed_with: tuple[int, str] | None = None
+
+    async def send(self, payload: str) -> None:
+        self.sent.append(payload)
+        await self.gate.wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_a_frame_to_a_peer_that_keeps_up_is_written_before_deliver_returns() -> None:
+    sink = _GateSink()
+    conn = Connection(User(id="a", name="A"), sink, max_queue=8)
+    conn.start()
+    conn.release()
+    conn.deliver("dm:a", "one")
+    conn.send_now("two")
+    assert sink.sent == ["one", "two"]  # no task had to run
+    conn.close(1000, "bye")
+    await conn.wait_closed(2)
+    assert sink.closed_with == (1000, "bye")
+
+
+async def test_frames_wait_while_the_transport_pushes_back_then_go_in_order() -> None:
+    sink = _GateSink()
+    conn = Connection(User(id="a", name="A"), sink, max_queue=8)
+    conn.start()
+    conn.release()
+    sink.gate.clear()
+    conn.send_now("one")  # written, then the transport pushes back
+    conn.send_now("two")
+    conn.send_now("three")
+    conn.close(1000, "bye")
+    await asyncio.sleep(0.01)
+    assert sink.sent == ["one"] and conn.queued_bytes == len("onetwothree")
+    assert sink.closed_with is None  # the close waits for the frames before it
+    sink.gate.set()
+    await conn.wait_closed(2)
+    assert sink.sent == ["one", "two", "three"]
+    assert sink.closed_with == (1000, "bye") and conn.queued_bytes == 0
+
+
+async def test_after_backpressure_ends_frames_are_written_directly_again() -> None:
+    sink = _GateSink()
+    conn = Connection(User(id="a", name="A"), sink, max_queue=8)
+    conn.start()
+    conn.release()
+    sink.gate.clear()
+    conn.send_now("one")
+    conn.send_now("two")
+    sink.gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert sink.sent == ["one", "two"] and conn.queued_bytes == 0
+    conn.send_now("three")
+    assert sink.sent == ["one", "two", "three"]
+
+
 @pytest.mark.parametrize(
     "markdown",
     [
