@@ -174,7 +174,12 @@ async def test_metrics_count_connections_and_messages(hub: HubUnderTest) -> None
     client = await hub.connect("ann")
     await client.send(type="send", text="count me", ref="c")
     await client.reply()
-    text = await (await hub.session.get(f"{hub.url}/metrics")).text()
+    # The reply is counted once its end is stored, which may be just after the client saw it.
+    for _ in range(50):
+        text = await (await hub.session.get(f"{hub.url}/metrics")).text()
+        if 'hub_replies_total{stop_reason="end"}' in text:
+            break
+        await asyncio.sleep(0.02)
     assert 'hub_connections{transport="ws"} 1.0' in text
     assert "hub_messages_total 1.0" in text
     assert 'hub_replies_total{stop_reason="end"} 1.0' in text
