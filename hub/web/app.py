@@ -16,7 +16,7 @@ from hub.web import api, htmx, rooms, sse, tickets
 from hub.web.cors import add_cors_headers, cors_preflight
 from hub.web.errors import error_middleware
 from hub.web.keys import HUB, METRICS, SETTINGS
-from hub.web.security import add_security_headers, body_deadline
+from hub.web.security import body_deadline, security_headers_hook
 from hub.web.static import FRONTEND, static_handler
 from hub.web.ws import websocket
 
@@ -56,7 +56,7 @@ def create_app(
     app.cleanup_ctx.append(hub_life)
     app.on_shutdown.append(drain)
     app.on_response_prepare.append(add_cors_headers)
-    app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(security_headers_hook(settings))
     app.router.add_get("/ws", websocket)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", api.metrics)

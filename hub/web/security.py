@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp.web_response
@@ -46,9 +47,17 @@ def security_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: stamp every answer, errors and streams included."""
-    response.headers.update(security_headers(request.app[SETTINGS]))
+def security_headers_hook(
+    settings: Settings,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """on_response_prepare: stamp every answer, errors and streams included (one set of
+    strings shared by all answers: a WebSocket keeps its handshake's headers while open)."""
+    headers = security_headers(settings)
+
+    async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(headers)
+
+    return add_security_headers
 
 
 @web.middleware

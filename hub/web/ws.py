@@ -67,7 +67,11 @@ async def _say(ws: web.WebSocketResponse, error: Error) -> None:
         await ws.send_str(encode(error))
 
 
-async def _hello(ws: web.WebSocketResponse, settings: Settings) -> tuple[User, Hello] | None:
+Greeting = tuple[User, dict[str, str] | None, str | None]
+"""Who said hello, where they resume and the hello's ref (not the hello: it holds the token)."""
+
+
+async def _hello(ws: web.WebSocketResponse, settings: Settings) -> Greeting | None:
     """Wait for a valid hello within the deadline; bad frames get their error meanwhile."""
     deadline = time.monotonic() + settings.hello_timeout
     for _ in range(BAD_FRAMES_BEFORE_CLOSE):
@@ -91,7 +95,8 @@ async def _hello(ws: web.WebSocketResponse, settings: Settings) -> tuple[User, H
             await _refuse(ws, "The first frame must be hello with a token.", frame.ref)
             return None
         try:
-            return verify_token(settings.secret_value(), frame.token, settings.token_max_ttl), frame
+            user = verify_token(settings.secret_value(), frame.token, settings.token_max_ttl)
+            return user, frame.resume, frame.ref
         except AuthError as exc:
             await _refuse(ws, str(exc), frame.ref)
             return None
@@ -123,8 +128,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         greeted = await _hello(ws, settings)
         if greeted is None:
             return ws
-        user, hello = greeted
-        resume, ref = hello.resume, hello.ref
+        user, resume, ref = greeted
     else:
         user = header_user
     metrics = request.app[METRICS]
@@ -151,20 +155,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             hub.send_error(conn, exc.code, exc.message, ref, exc.retry_after)
             conn.close(refusal_close_code(exc), exc.message)
             return ws
-        reading = asyncio.ensure_future(
-            _read_loop(ws, conn, hub, late_hello=header_user is not None)
-        )
-
-        def stop_reading() -> None:
-            reading.cancel()
-
-        conn.on_close = stop_reading
-        try:
-            await asyncio.wait({reading})
-        finally:
-            reading.cancel()
-        if not reading.cancelled():
-            reading.result()  # what the reader raised goes on up
+        await _read_until_closed(ws, conn, hub, late_hello=header_user is not None)
     finally:
         metrics.connections.labels("ws").dec()
         if conn.close_code == CloseCode.TOO_SLOW:
@@ -174,6 +165,33 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await hub.close_session(conn)
         await conn.wait_closed(5.0)
     return ws
+
+
+async def _read_until_closed(
+    ws: web.WebSocketResponse, conn: Connection, hub: Hub, *, late_hello: bool
+) -> None:
+    """Read in this handler's own task (no second task per connection); the hub closing the
+    connection from elsewhere stops the read at once, even while the peer sends nothing."""
+    task = asyncio.current_task()
+    assert task is not None
+    stopped = False
+
+    def stop_reading() -> None:
+        nonlocal stopped
+        # A close from inside this task needs no cancel: the read loop returns after it.
+        if not stopped and asyncio.current_task() is not task:
+            stopped = True
+            task.cancel()
+
+    conn.on_close = stop_reading
+    try:
+        await _read_loop(ws, conn, hub, late_hello=late_hello)
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+        task.uncancel()
+    finally:
+        conn.on_close = None
 
 
 async def _resume_late(hub: Hub, conn: Connection, hello: Hello) -> None:
