@@ -8,7 +8,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hub.errors import CloseCode
 from hub.protocol import User
@@ -29,6 +29,15 @@ class Sink(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Close the transport with a protocol close code."""
+        ...
+
+
+@runtime_checkable
+class DirectSink(Sink, Protocol):
+    """A sink that can write a frame in the sender's context (whatever task that is)."""
+
+    def write_now(self, payload: str) -> Awaitable[None] | None:
+        """Write now; None when done, else what is left to await while the peer pushes back."""
         ...
 
 
@@ -69,12 +78,14 @@ def write_eagerly(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
 
 class Connection:
     """A sender never awaits this connection: a frame is written at once while the peer keeps
-    up; once the transport pushes back, frames wait in a bounded backlog drained by one task
-    that ends when the backlog is empty (an idle connection holds no task and no queue)."""
+    up (a ``DirectSink``); once the transport pushes back (or for other sinks), frames wait in a
+    bounded backlog drained by one task that ends when the backlog is empty (an idle connection
+    holds no task and no queue)."""
 
     __slots__ = (
         "_backlog",
         "_closer",
+        "_direct",
         "_held",
         "_max_bytes",
         "_max_queue",
@@ -109,6 +120,7 @@ class Connection:
         self.peer = peer  # the client's address, for per-address limits
         self.channels: set[str] = set()
         self._sink = sink
+        self._direct = sink if isinstance(sink, DirectSink) else None
         self._max_queue = max_queue
         self._max_bytes = max_bytes
         self._backlog: deque[str | tuple[int, str]] | None = None
@@ -145,13 +157,15 @@ class Connection:
         """Send a frame for this connection only (replies, errors), bypassing the hold."""
         if self.closed:
             return
-        if self._backlog is None and self._started:
-            self._write_direct(payload)
-            return
-        size = len(payload)
         backlog = self._backlog
-        if backlog is None:  # not started yet
+        if backlog is None:
+            if self._started and self._direct is not None:
+                self._write_direct(self._direct, payload)
+                return
             backlog = self._backlog = deque()
+            if self._started:
+                self._writer = asyncio.create_task(self._drain(None, ""), name=f"conn-{self.id}")
+        size = len(payload)
         if self.queued_bytes + size > self._max_bytes or len(backlog) >= self._max_queue:
             log.info("connection %s of %s is too slow; closing 4008", self.id, self.user.id)
             self.close(
@@ -161,10 +175,10 @@ class Connection:
         self.queued_bytes += size
         backlog.append(payload)
 
-    def _write_direct(self, payload: str) -> None:
+    def _write_direct(self, sink: DirectSink, payload: str) -> None:
         """Write now; if the transport pushes back, a writer finishes it and drains what follows."""
         try:
-            rest = write_eagerly(self._sink.send(payload))
+            rest = sink.write_now(payload)
         except Exception as exc:  # the sender (a fan-out) must not fail for one peer
             self._write_failed(exc)
             return

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 
 from aiohttp import WSMsgType, web
 
 from hub.auth import AuthError, verify_token
 from hub.broker.base import BrokerError
-from hub.core.connection import Connection
+from hub.core.connection import Connection, write_eagerly
 from hub.core.hub import Hub
 from hub.errors import UNAVAILABLE, CloseCode, FrameError, HubError, refusal_close_code
 from hub.protocol import (
@@ -49,6 +50,10 @@ class WsSink:
 
     async def send(self, payload: str) -> None:
         await self.ws.send_str(payload)
+
+    def write_now(self, payload: str) -> Awaitable[None] | None:
+        """aiohttp writes to the transport before it waits: only backpressure leaves a rest."""
+        return write_eagerly(self.ws.send_str(payload))
 
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``; a peer that neither reads nor answers is cut off, so that its

@@ -6,11 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable
 
 import pytest
 
 from hub.auth import AuthError, mint_token, verify_token
-from hub.core.connection import Connection
+from hub.core.connection import Connection, write_eagerly
 from hub.protocol import User
 from hub.render import render_markdown
 from hub.settings import SettingsError, load_settings
@@ -86,6 +87,9 @@ class _GateSink:
     async def send(self, payload: str) -> None:
         self.sent.append(payload)
         await self.gate.wait()
+
+    def write_now(self, payload: str) -> Awaitable[None] | None:
+        return write_eagerly(self.send(payload))
 
     async def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
