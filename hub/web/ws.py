@@ -176,7 +176,7 @@ async def _read_until_closed(
     ws: web.WebSocketResponse, conn: Connection, hub: Hub, *, late_hello: bool
 ) -> None:
     """Read in this handler's own task (no second task per connection); the hub closing the
-    connection from elsewhere stops the read at once, even while the peer sends nothing."""
+    connection as too slow stops the read at once, even while the peer sends nothing."""
     task = asyncio.current_task()
     assert task is not None
     stopped = False
