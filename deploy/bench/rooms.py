@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for members in args.members:
         with Cluster(args.workers, env=LIFTED, start_timeout=60) as cluster:
-            cluster.start()
             results.append(asyncio.run(run(cluster, members)))
             print(json.dumps(results[-1]), flush=True)
     keys = list(results[0])
