@@ -114,17 +114,4 @@ def connect(url: str, timeout: float) -> Clients:
         # redis-py's pool refuses a command past 100 connections ("Too many connections"):
         # a burst of sessions (a join storm) needs more, opened on demand.
         return Clients(Redis.from_url(url, max_connections=POOL_SIZE, **common))
-    parsed = parse_cluster_url(url)
-    options = {**common, **parsed.options}
-    cluster = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
-        # Re-read the whole slot map at the first MOVED: after a failover or a migration
-        # every worker learns it at once instead of slot by slot.
-        reinitialize_steps=1,
-        **options,
-    )
-
-    def node_client(host: str, port: int) -> Redis:
-        return Redis(host=host, port=port, **options)
-
-    return Clients(cluster, node_client, parsed.where)
+    return Clients(*cluster_clients(url, common))
