@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol, runtime_checkable
 
+from hub.broker.base import Envelope
 from hub.errors import CloseCode
 from hub.protocol import User
 
@@ -131,7 +132,7 @@ class Connection:
         a peer that may never send again (other closes let the reader see the peer's answer)."""
         self.history_pending: str | None = None
         """The ``history`` answer queued and not written yet (one in flight per connection)."""
-        self._held: list[tuple[str, str]] | None = []
+        self._held: list[tuple[str, Envelope]] | None = []
         self._writer: asyncio.Task[None] | None = None
         self._started = False
         self.closed = False
@@ -144,14 +145,14 @@ class Connection:
         if self._backlog is not None and self._writer is None:
             self._writer = asyncio.create_task(self._drain(None, ""), name=f"conn-{self.id}")
 
-    def deliver(self, channel: str, payload: str) -> None:
+    def deliver(self, channel: str, frame: Envelope) -> None:
         """Send a frame of ``channel`` without waiting; overflow closes the connection with 4008."""
         if self.closed:
             return
         if self._held is not None:
-            self._held.append((channel, payload))
+            self._held.append((channel, frame))
             return
-        self.send_now(payload)
+        self.send_now(frame.payload)
 
     def send_now(self, payload: str) -> None:
         """Send a frame for this connection only (replies, errors), bypassing the hold."""
@@ -200,7 +201,7 @@ class Connection:
         if self._held is None:
             self._held = []
 
-    def release(self) -> list[tuple[str, str]]:
+    def release(self) -> list[tuple[str, Envelope]]:
         """Stop holding; return what was held so the caller can filter and queue it."""
         held, self._held = self._held or [], None
         return held

@@ -96,8 +96,8 @@ class Fanout:
         cursors = self._cursors
         for conn in self.registry.in_channel(channel):
             cursor = cursors.get(conn.id, {}).get(channel) if cursors else None
-            if cursor is None or cursor.admits_frame(frame):
-                conn.deliver(channel, frame.payload)
+            if cursor is None or cursor.admits(frame):
+                conn.deliver(channel, frame)
         self.metrics.frames_out.inc(len(self.registry.by_channel.get(channel, ())))
 
     def _track(self, channel: str, frame: Envelope) -> bool:
@@ -159,7 +159,7 @@ class Fanout:
 
 def release(conn: Connection, cursors: dict[str, Cursor]) -> None:
     """Stop holding a connection's channel frames; queue those its replay did not already give."""
-    for channel, payload in conn.release():
+    for channel, frame in conn.release():
         cursor = cursors.get(channel)
-        if cursor is None or cursor.admits(payload):
-            conn.send_now(payload)
+        if cursor is None or cursor.admits(frame):
+            conn.send_now(frame.payload)

@@ -77,8 +77,8 @@ class PresenceDiffs:
                 joins=[Member(id=uid, name=name) for uid, name in changes.joins.items()],
                 leaves=sorted(changes.leaves),
             )
-            payload = encode(frame)
+            envelope = Envelope(Kind.PRESENCE, encode(frame))
             for conn in conns:
-                conn.deliver(channel, payload)
+                conn.deliver(channel, envelope)
             delivered += len(conns)
         return delivered

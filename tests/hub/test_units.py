@@ -11,12 +11,18 @@ from collections.abc import Awaitable
 import pytest
 
 from hub.auth import AuthError, mint_token, verify_token
+from hub.broker.base import Envelope, Kind
 from hub.core.connection import Connection, write_eagerly
 from hub.protocol import User
 from hub.render import render_markdown
 from hub.settings import SettingsError, load_settings
 from tests.conftest import HubFactory
 from tests.support.wsclient import Closed
+
+
+def frame(payload: str) -> Envelope:
+    """A channel frame as the fan-out hands it to a connection."""
+    return Envelope(Kind.MESSAGE, payload)
 
 
 class _StuckSink:
@@ -39,10 +45,10 @@ async def test_a_slow_reader_overflows_its_queue_and_is_closed_4008() -> None:
     conn = Connection(User(id="slow", name="Slow"), sink, max_queue=8)
     conn.start()
     conn.release()
-    conn.deliver("dm:slow", '{"n":0}')
+    conn.deliver("dm:slow", frame('{"n":0}'))
     await asyncio.sleep(0.01)  # the writer takes frame 0 and gets stuck on the peer
     for i in range(1, 50):
-        conn.deliver("dm:slow", f'{{"n":{i}}}')  # never blocks the sender
+        conn.deliver("dm:slow", frame(f'{{"n":{i}}}'))  # never blocks the sender
     await conn.wait_closed(2)
     assert conn.closed
     assert sink.closed_with is not None and sink.closed_with[0] == 4008
@@ -65,10 +71,10 @@ async def test_frames_are_written_in_order_by_one_writer() -> None:
     sink = Sink()
     conn = Connection(User(id="a", name="A"), sink, max_queue=100)
     conn.start()
-    conn.deliver("dm:a", "held")
+    conn.deliver("dm:a", frame("held"))
     conn.send_now("first")
     for payload in conn.release():
-        conn.send_now(payload[1])
+        conn.send_now(payload[1].payload)
     conn.close(1000, "bye")
     await conn.wait_closed(2)
     assert sink.sent == ["first", "held"]
@@ -100,7 +106,7 @@ async def test_a_frame_to_a_peer_that_keeps_up_is_written_before_deliver_returns
     conn = Connection(User(id="a", name="A"), sink, max_queue=8)
     conn.start()
     conn.release()
-    conn.deliver("dm:a", "one")
+    conn.deliver("dm:a", frame("one"))
     conn.send_now("two")
     assert sink.sent == ["one", "two"]  # no task had to run
     conn.close(1000, "bye")
