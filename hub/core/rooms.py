@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from hub.broker.base import ChannelLog, PubSub, RateLimits, Rooms
+from hub.broker.base import ChannelLog, Entry, OnlinePage, PubSub, RateLimits, Rooms
 from hub.core.access import check_join
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
+from hub.core.fresh import SharedReads
 from hub.core.presence import PresenceBroker, change
 from hub.core.registry import Registry
 from hub.core.resume import Cursor
@@ -59,6 +60,19 @@ class RoomService:
         self.registry = registry
         self.fanout = fanout
         self.worker = worker
+        self._first_pages = SharedReads[str, OnlinePage](self._first_page)
+        self._latest = SharedReads[str, list[Entry]](self._latest_entries)
+
+    async def close(self) -> None:
+        """Cancel the shared reads still running."""
+        await self._first_pages.close()
+        await self._latest.close()
+
+    async def _first_page(self, room: str) -> OnlinePage:
+        return await self.broker.presence_page(room, None, MEMBERS_PAGE)
+
+    async def _latest_entries(self, channel: str) -> list[Entry]:
+        return (await self.broker.history(channel, None, JOINED_HISTORY))[0]
 
     # -- client frames -------------------------------------------------------------------
     async def join(self, conn: Connection, frame: Join) -> None:
@@ -131,8 +145,8 @@ class RoomService:
         conn.hold()
         await self.fanout.attach(conn, channel)
         await self.enter(conn.user, room)
-        page = await self.broker.presence_page(room, None, MEMBERS_PAGE)
-        entries, _more = await self.broker.history(channel, None, JOINED_HISTORY)
+        page = await self._first_pages.get(room)
+        entries = await self._latest.get(channel)
         joined = Joined(
             room=room,
             online=page.online,
@@ -147,7 +161,7 @@ class RoomService:
 
     async def snapshot(self, room: str) -> str:
         """The first ``presence`` of a room for a connection: the count and the first page."""
-        page = await self.broker.presence_page(room, None, MEMBERS_PAGE)
+        page = await self._first_pages.get(room)
         members = [Member(id=uid, name=name) for uid, name in page.members]
         frame = PresenceFrame(room=room, online=page.online, members=members, more=page.more)
         return encode(frame)
