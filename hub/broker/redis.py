@@ -39,7 +39,7 @@ from hub.broker.redis_durable import append_and_wait
 from hub.broker.redis_link import PubSubConnection, PubSubLink
 from hub.broker.redis_names import RedisNames
 from hub.broker.redis_quotas import RedisQuotas
-from hub.broker.redis_rooms import RedisRooms
+from hub.broker.redis_rooms import IN_FLIGHT, RedisRooms
 from hub.broker.redis_shards import NodeClient, ShardedPubSub
 from hub.protocol import parse_id
 
@@ -73,6 +73,7 @@ class RedisBroker(RedisRooms, RedisQuotas):
         history_max: int = 1000,
         wait_replicas: int = 0,
         op_timeout: float = 2.0,
+        queue_timeout: float = 15.0,
         ping_interval: float = 3.0,
         ping_timeout: float = 2.0,
         backoff_first: float = 0.1,
@@ -85,6 +86,8 @@ class RedisBroker(RedisRooms, RedisQuotas):
         self._history_max = history_max
         self._wait_replicas = wait_replicas
         self._op_timeout = op_timeout
+        self._queue_timeout = queue_timeout
+        self._gate = asyncio.Semaphore(IN_FLIGHT)
         open_pubsub: Callable[[], PubSubConnection]
         if isinstance(client, RedisCluster):
             if node_client is None:
@@ -341,7 +344,7 @@ class RedisBroker(RedisRooms, RedisQuotas):
         return self._parse_inflight(channel, raw)
 
     async def heartbeat(self, worker: str) -> None:
-        async with self._guard("renew this worker's heartbeat"):
+        async with self._guard("renew this worker's heartbeat", urgent=True):
             await self._heartbeat(keys=[self._names.workers()], args=[worker, "1"])
 
     async def worker_gone(self, worker: str) -> None:

@@ -22,6 +22,9 @@ from hub.broker.base import BrokerError, OnlinePage, PresenceChange
 from hub.broker.presence_keys import member_of, sort_key
 from hub.broker.redis_names import RedisNames
 
+IN_FLIGHT = 64
+"""Commands one worker keeps in flight to Redis at most; more gain nothing but timeouts."""
+
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
@@ -35,18 +38,35 @@ class RedisRooms:
     _names: RedisNames
     _where: str
     _op_timeout: float
+    _queue_timeout: float
+    _gate: asyncio.Semaphore
 
     def _register_room_scripts(self, client: Redis | RedisCluster) -> None:
         self._presence_enter = client.register_script(lua.PRESENCE_ENTER)
         self._presence_exit = client.register_script(lua.PRESENCE_EXIT)
         self._presence_page = client.register_script(lua.PRESENCE_PAGE)
         self._presence_sweep = client.register_script(lua.PRESENCE_SWEEP)
-        self._worker_rooms_take = client.register_script(lua.WORKER_ROOMS_TAKE)
+        self._set_take = client.register_script(lua.SET_TAKE)
         self._rate_take = client.register_script(lua.RATE_TAKE)
 
     @contextlib.asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
-        """Bound a command in time and turn every Redis failure into one ``BrokerError``."""
+    async def _guard(self, what: str, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Bound a command in time and turn every Redis failure into one ``BrokerError``.
+
+        At most ``IN_FLIGHT`` commands run at once; the rest queue (a join storm waits its
+        turn instead of timing out or opening a connection each). ``urgent`` ones (the
+        heartbeat) skip the queue, so a busy worker is not taken for dead.
+        """
+        if not urgent:
+            try:
+                async with asyncio.timeout(self._queue_timeout):
+                    await self._gate.acquire()
+            except TimeoutError:
+                raise BrokerError(
+                    f"Redis at {self._where} could not {what}: {IN_FLIGHT} commands of this "
+                    f"worker were in flight for {self._queue_timeout:.0f} s. The worker is "
+                    "overloaded; add workers or Redis capacity."
+                ) from None
         try:
             async with asyncio.timeout(self._op_timeout):
                 yield
@@ -56,6 +76,9 @@ class RedisRooms:
                 f"Redis at {self._where} could not {what}: {reason}. "
                 "Check that Redis is running and reachable; the hub reconnects by itself."
             ) from exc
+        finally:
+            if not urgent:
+                self._gate.release()
 
     # -- rooms and presence --------------------------------------------------------------
     async def room_join(self, room: str, user_id: str, name: str) -> bool:
@@ -115,7 +138,7 @@ class RedisRooms:
         n = self._names
         swept: dict[str, tuple[list[str], int]] = {}
         async with self._guard("sweep a dead worker's presence"):
-            rooms = cast(list[str], await self._worker_rooms_take(keys=[n.worker_rooms(worker)]))
+            rooms = cast(list[str], await self._set_take(keys=[n.worker_rooms(worker)]))
         for room in sorted(rooms):
             async with self._guard("sweep a dead worker's presence"):
                 gone, online = await self._presence_sweep(
