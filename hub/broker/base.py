@@ -336,16 +336,24 @@ class Tickets(Protocol):
 class Quotas(Protocol):
     """Shared counts behind the abuse limits: leased slots, expiring counters, marks."""
 
-    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+    async def slot_take(
+        self, key: str, holder: str, limit: int, ttl: float, worker: str | None = None
+    ) -> bool:
         """Hold one of ``limit`` slots of ``key`` for ``holder`` on a lease of ``ttl`` seconds.
 
         True when held (or already held by ``holder``); False when ``limit`` others hold one.
-        Leases that were not renewed (their worker died) free their slot by themselves.
+        Leases that were not renewed (their worker died) free their slot by themselves. With
+        ``worker`` the slot is also listed as that worker's, for ``slots_sweep``: a worker
+        holding thousands of slots then needs no renewals, and the lease is only a backstop.
         """
         ...
 
-    async def slot_release(self, key: str, holder: str) -> None:
-        """Give a slot back."""
+    async def slot_release(self, key: str, holder: str, worker: str | None = None) -> None:
+        """Give a slot back (and take it off ``worker``'s list)."""
+        ...
+
+    async def slots_sweep(self, worker: str) -> int:
+        """Free every slot listed as a dead ``worker``'s; exactly one caller frees each."""
         ...
 
     async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:

@@ -66,6 +66,7 @@ class MemoryBroker:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._tickets: dict[str, tuple[str, float]] = {}
         self._slots: dict[str, dict[str, float]] = defaultdict(dict)
+        self._worker_slots: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._counters: dict[str, tuple[int, float]] = {}
         self._marks: dict[str, tuple[str, float]] = {}
         self._user_expiry: dict[str, float] = {}
@@ -306,7 +307,9 @@ class MemoryBroker:
         return value if until > time.monotonic() else None
 
     # -- quotas ----------------------------------------------------------------------------
-    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+    async def slot_take(
+        self, key: str, holder: str, limit: int, ttl: float, worker: str | None = None
+    ) -> bool:
         now = time.monotonic()
         slots = self._slots[key]
         for old in [h for h, until in slots.items() if until <= now]:
@@ -314,14 +317,24 @@ class MemoryBroker:
         if holder not in slots and len(slots) >= limit:
             return False
         slots[holder] = now + ttl
+        if worker is not None:
+            self._worker_slots[worker].add((key, holder))
         return True
 
-    async def slot_release(self, key: str, holder: str) -> None:
+    async def slot_release(self, key: str, holder: str, worker: str | None = None) -> None:
+        if worker is not None:
+            self._worker_slots[worker].discard((key, holder))
         slots = self._slots.get(key)
         if slots is not None:
             slots.pop(holder, None)
             if not slots:
                 del self._slots[key]
+
+    async def slots_sweep(self, worker: str) -> int:
+        held = self._worker_slots.pop(worker, set())
+        for key, holder in held:
+            await self.slot_release(key, holder)
+        return len(held)
 
     async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
         until = time.monotonic() + ttl

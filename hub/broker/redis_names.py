@@ -83,6 +83,10 @@ class RedisNames:
         """Set of the rooms where a worker holds users online."""
         return f"{self.prefix}:wrooms:{{worker:{worker}}}"
 
+    def worker_slots(self, worker: str) -> str:
+        """Set of the limit slots a worker holds without a lease to renew (``key\\nholder``)."""
+        return f"{self.prefix}:wslots:{{worker:{worker}}}"
+
     def rate(self, key: str) -> str:
         """Hash holding a token bucket: ``tokens`` and ``ts`` (s, Redis clock)."""
         return f"{self.prefix}:rate:{key}"

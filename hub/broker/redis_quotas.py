@@ -7,6 +7,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 
 from hub.broker import redis_scripts as lua
 from hub.broker.redis_names import RedisNames
@@ -17,14 +18,20 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def _listed(key: str, holder: str) -> str:
+    """How a slot is named in its worker's list (limit keys hold no newline)."""
+    return f"{key}\n{holder}"
+
+
 class RedisQuotas:
     """Leased slots, expiring counters and marks; mixed into ``RedisBroker``."""
 
     _redis: Redis | RedisCluster
     _cluster: RedisCluster | None
     _names: RedisNames
+    _set_take: AsyncScript  # registered by RedisRooms
 
-    def _guard(self, what: str) -> AbstractAsyncContextManager[None]:
+    def _guard(self, what: str, *, urgent: bool = False) -> AbstractAsyncContextManager[None]:
         raise NotImplementedError
 
     def _init_quotas(self, client: Redis | RedisCluster) -> None:
@@ -32,16 +39,32 @@ class RedisQuotas:
         self._slot_renew = client.register_script(lua.SLOT_RENEW)
         self._counter_add = client.register_script(lua.COUNTER_ADD)
 
-    async def slot_take(self, key: str, holder: str, limit: int, ttl: float) -> bool:
+    async def slot_take(
+        self, key: str, holder: str, limit: int, ttl: float, worker: str | None = None
+    ) -> bool:
         async with self._guard("check a limit"):
+            if worker is not None:  # listed first: a worker dying in between leaves no orphan
+                await self._redis.sadd(self._names.worker_slots(worker), _listed(key, holder))
             held = await self._slot_take(
                 keys=[self._names.slots(key)], args=[holder, limit, _ms(ttl)]
             )
+            if worker is not None and not held:
+                await self._redis.srem(self._names.worker_slots(worker), _listed(key, holder))
         return bool(held)
 
-    async def slot_release(self, key: str, holder: str) -> None:
+    async def slot_release(self, key: str, holder: str, worker: str | None = None) -> None:
         async with self._guard("release a limit"):
             await self._redis.zrem(self._names.slots(key), holder)
+            if worker is not None:
+                await self._redis.srem(self._names.worker_slots(worker), _listed(key, holder))
+
+    async def slots_sweep(self, worker: str) -> int:
+        async with self._guard("free a dead worker's limits"):
+            listed = cast(list[str], await self._set_take(keys=[self._names.worker_slots(worker)]))
+            for item in listed:  # one slot each: a cluster spreads them over its nodes
+                key, _, holder = item.partition("\n")
+                await self._redis.zrem(self._names.slots(key), holder)
+        return len(listed)
 
     async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
         if not slots:

@@ -244,12 +244,12 @@ return {keys, redis.call('ZCARD', KEYS[1])}
 """
 )
 
-WORKER_ROOMS_TAKE = """
--- KEYS: a dead worker's rooms.  Returns them and deletes the set, so exactly one caller
--- sweeps each room of each dead worker.
-local rooms = redis.call('SMEMBERS', KEYS[1])
+SET_TAKE = """
+-- KEYS: a dead worker's list (its rooms, its limit slots).  Returns the members and deletes
+-- the set, so exactly one caller sweeps each.
+local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
-return rooms
+return members
 """
 
 PRESENCE_SWEEP = (

@@ -104,14 +104,14 @@ class Hub:
         self.incarnation = f"{self.worker}#{secrets.token_hex(4)}"
         self.registry = Registry()
         self.runner = AssistantRunner(settings, broker, llm, self.incarnation, metrics)
-        self.limits = Limiter(settings, broker)
+        self.limits = Limiter(settings, broker, self.incarnation)
         self.tokens = TokenWatch(broker)
         self.watchdog = Watchdog(settings, broker, self.runner, self.incarnation, metrics)
         self.diffs = PresenceDiffs(broker, self.registry)
         self.fanout = Fanout(settings, broker, self.registry, self.diffs, metrics)
         self.rooms = RoomService(settings, broker, self.registry, self.fanout, self.incarnation)
-        self.watchdog.on_dead = self.rooms.sweep_worker
-        self.watchdog.on_rejoin = self.rooms.enter_all
+        self.watchdog.on_dead += [self.rooms.sweep_worker, self.limits.sweep_worker]
+        self.watchdog.on_rejoin += [self.rooms.enter_all, self.limits.retake]
         self.sessions = Sessions(settings, broker, self.registry, self.fanout, self.rooms, metrics)
         self.draining = False
         self._tasks = Tasks()
@@ -157,6 +157,7 @@ class Hub:
         if hand_over:
             await self.watchdog.hand_over()
         await self.limits.close()
+        await self.rooms.close()
         await self.llm.aclose()
         await self.broker.close()
 

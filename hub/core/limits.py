@@ -1,7 +1,8 @@
 """Limits every worker shares through the broker: logins, connections, replies at once, a budget.
 
-Slots (connections, replies in progress) are leases this worker renews in its upkeep, so the
-share of a worker that died frees itself within a lease. The daily token budget counts what
+Reply slots are leases this worker renews in its upkeep, so the share of a worker that died
+frees itself within a lease. Connection slots, thousands per worker, are listed as the worker's
+instead and freed by whoever finds it dead: idle upkeep costs the same at any number of users. The daily token budget counts what
 the providers report as used, per user and UTC day.
 """
 
@@ -63,10 +64,10 @@ def seconds_to_midnight(now: float | None = None) -> int:
 class Limiter:
     """This worker's side of the shared limits; the counts themselves live in the broker."""
 
-    def __init__(self, settings: Settings, broker: LimitBroker) -> None:
+    def __init__(self, settings: Settings, broker: LimitBroker, worker: str) -> None:
         self.settings = settings
         self.broker = broker
-        self.holder = settings.worker_id
+        self.holder = worker
         self.lease = max(settings.presence_ttl, settings.worker_ttl)
         self._connections: dict[int, list[tuple[str, str]]] = {}
         self._replies: dict[int, Reservation] = {}
@@ -93,7 +94,7 @@ class Limiter:
         held: list[tuple[str, str]] = []
         self._connections[conn.id] = held
         for key, limit, who in wanted:
-            if not await self.broker.slot_take(key, holder, limit, self.lease):
+            if not await self.broker.slot_take(key, holder, limit, DAY, self.holder):
                 raise FrameError(
                     "rate_limited",
                     f"Too many connections: {who} {limit} open already; close one first.",
@@ -104,7 +105,20 @@ class Limiter:
     async def release(self, conn: Connection) -> None:
         """Give back a connection's slots (safe to call twice)."""
         for key, holder in self._connections.pop(conn.id, []):
-            await self.broker.slot_release(key, holder)
+            await self.broker.slot_release(key, holder, self.holder)
+
+    async def sweep_worker(self, worker: str) -> None:
+        """Free the connection slots of a dead worker (one sweeper frees each)."""
+        freed = await self.broker.slots_sweep(worker)
+        if freed:
+            log.info("worker %s is gone; %d of its connection slots freed", worker, freed)
+
+    async def retake(self) -> None:
+        """Hold this worker's connection slots again after others may have swept them (a
+        freeze): connections already open are never refused, so no limit applies."""
+        for held in list(self._connections.values()):
+            for key, holder in held:
+                await self.broker.slot_take(key, holder, 1 << 30, DAY, self.holder)
 
     async def reserve_reply(self, user: User, channel: str, ref: str | None) -> Reservation:
         """Check the budget and hold reply slots (user, channel, worker), or refuse: busy."""
@@ -178,8 +192,7 @@ class Limiter:
         """Upkeep: renew the leases of what is still held; free replies that ended unseen."""
         for res in [r for r in self._replies.values() if r.reply and r.reply not in running]:
             await self.cancel(res)
-        slots = [s for held in self._connections.values() for s in held]
-        slots += [s for res in self._replies.values() for s in res.slots]
+        slots = [s for res in self._replies.values() for s in res.slots]
         await self.broker.slot_renew(slots, self.lease)
 
     async def close(self) -> None:

@@ -45,9 +45,9 @@ class Watchdog:
         self._steady_since: float | None = None
         self._last_beat = 0.0
         self._rejoin_due = False
-        self.on_dead: Callable[[str], Awaitable[None]] | None = None
+        self.on_dead: list[Callable[[str], Awaitable[None]]] = []
         """Called for each dead worker on every sweep until it is forgotten (must be idempotent)."""
-        self.on_rejoin: Callable[[], Awaitable[None]] | None = None
+        self.on_rejoin: list[Callable[[], Awaitable[None]]] = []
         """Called once this worker beats steadily again after a freeze or a broker outage,
         during which others may have taken it for dead and swept what it held."""
 
@@ -93,12 +93,14 @@ class Watchdog:
         """Claim up to ``SWEEP_BATCH`` replies of dead workers and continue (or close) them."""
         if not self.steady():
             return 0
-        if self._rejoin_due and self.on_rejoin is not None:
+        if self._rejoin_due:
             self._rejoin_due = False
-            await self.on_rejoin()
-        if self.on_dead is not None:
+            for rejoin in self.on_rejoin:
+                await rejoin()
+        if self.on_dead:
             for worker in await self.broker.dead_workers(self.worker, self.settings.worker_ttl):
-                await self.on_dead(worker)
+                for sweep in self.on_dead:
+                    await sweep(worker)
         orphans = await self.broker.orphans(self.worker, self.settings.worker_ttl, SWEEP_BATCH)
         claimed = 0
         for orphan in orphans:

@@ -61,3 +61,18 @@ async def test_a_users_data_expires_after_its_last_touch(backend: Backend) -> No
     assert (await broker.history("dm:guest-1", None, 10))[0] == []
     assert await broker.user_rooms("guest-1") == []
     assert len((await broker.history("dm:keeper", None, 10))[0]) == 1
+
+
+async def test_a_dead_workers_listed_slots_are_swept_once(backend: Backend) -> None:
+    one, _ = await backend.make()
+    other, _ = await backend.make() if backend.shared else (one, None)
+    assert await one.slot_take("conn:ann", "w1|1", 2, 86400, "w1")
+    assert await one.slot_take("conn:ann", "w1|2", 2, 86400, "w1")
+    assert await one.slot_take("conn:ann", "w1|3", 2, 86400, "w1") is False  # not listed
+    await one.slot_release("conn:ann", "w1|2", "w1")
+    assert await other.slot_take("conn:ann", "w2|1", 2, 86400, "w2")
+    assert await other.slot_take("conn:ann", "w2|2", 2, 86400, "w2") is False
+    assert await other.slots_sweep("w1") == 1  # w1|1 only: w1|2 was released, w1|3 refused
+    assert await one.slots_sweep("w1") == 0  # one sweeper frees each
+    assert await other.slot_take("conn:ann", "w2|2", 2, 86400, "w2")
+    assert await other.slot_take("conn:ann", "w2|3", 2, 86400, "w2") is False  # w2's stay
