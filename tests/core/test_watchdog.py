@@ -119,3 +119,22 @@ async def test_a_question_whose_worker_died_before_the_reply_began_is_answered()
         for conn in core.conns:
             conn.close(1000, "")
         await hub.close()
+
+
+async def test_a_dead_workers_connections_stop_counting_against_their_users() -> None:
+    broker = MemoryBroker()
+    assert await broker.slot_take("conn:user:ann", "dead#1|7", 1, 86400, "dead#1")
+    await broker.heartbeat("dead#1")
+    await broker.worker_gone("dead#1")
+    assert await broker.slot_take("conn:user:ann", "probe", 1, 1) is False
+    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
+    await hub.start()
+    try:
+        for _ in range(100):  # swept once this worker has beaten steadily for a TTL
+            if await broker.slot_take("conn:user:ann", "probe", 1, 1):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the dead worker's connection slot was never freed")
+    finally:
+        await hub.close()
