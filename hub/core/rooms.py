@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from hub.broker.base import ChannelLog, Entry, OnlinePage, PubSub, RateLimits, Rooms
@@ -38,6 +41,10 @@ log = logging.getLogger(__name__)
 
 JOINED_HISTORY = 50
 """Latest messages a ``joined`` carries."""
+JOINS_AT_ONCE = 16
+"""Joins one worker runs at once (each is a few broker round trips)."""
+JOIN_QUEUE_TIMEOUT = 60.0
+"""Seconds a join may wait for its turn before it is answered ``busy``."""
 
 
 class RoomBroker(PubSub, ChannelLog, Rooms, PresenceBroker, RateLimits, Protocol):
@@ -60,6 +67,7 @@ class RoomService:
         self.registry = registry
         self.fanout = fanout
         self.worker = worker
+        self._joining = asyncio.Semaphore(JOINS_AT_ONCE)
         self._first_pages = SharedReads[str, OnlinePage](self._first_page)
         self._latest = SharedReads[str, list[Entry]](self._latest_entries)
 
@@ -85,12 +93,29 @@ class RoomService:
     ) -> None:
         """``join`` for a user with or without a connection (``POST /api/rooms/<room>/join``)."""
         await self._limit(user, ref)
-        await check_join(self.broker, self.settings, user, room, ref)
-        await self.broker.room_join(room, user.id, user.name)
-        if conn is not None:
-            async with self.registry.lock(conn):
-                await self._sync_join(conn, room, ref)
-        await self.broker.publish(user_topic(user.id), command("join", room=room, ref=ref))
+        async with self._admitted(ref):
+            await check_join(self.broker, self.settings, user, room, ref)
+            await self.broker.room_join(room, user.id, user.name)
+            if conn is not None:
+                async with self.registry.lock(conn):
+                    await self._sync_join(conn, room, ref)
+            await self.broker.publish(user_topic(user.id), command("join", room=room, ref=ref))
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, ref: str | None) -> AsyncIterator[None]:
+        """At most ``JOINS_AT_ONCE`` joins run here at once and the rest wait their turn: in a
+        storm each join then finishes in milliseconds instead of all of them crawling together."""
+        try:
+            async with asyncio.timeout(JOIN_QUEUE_TIMEOUT):
+                await self._joining.acquire()
+        except TimeoutError:
+            raise FrameError(
+                "busy", "This worker has too many joins waiting; try again.", ref, 2.0
+            ) from None
+        try:
+            yield
+        finally:
+            self._joining.release()
 
     async def leave(self, conn: Connection, frame: Leave) -> None:
         """End the user's membership; every connection of the user gets ``left``."""
