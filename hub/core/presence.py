@@ -6,6 +6,7 @@ whole member list per join; a user flapping in and out within one window costs o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +15,10 @@ from hub.broker.base import Envelope, Kind, Presence
 from hub.core.registry import Registry
 from hub.protocol import Member, channel_kind, encode, room_channel
 from hub.protocol import Presence as PresenceFrame
+
+FLUSH_SLICE = 200
+"""Members a flush writes to before it lets the event loop run: a diff of a join storm to
+thousands of members here is hundreds of MB, and the heartbeat must not wait for all of it."""
 
 
 def change(online: int, joins: dict[str, str], leaves: list[str]) -> Envelope:
@@ -78,7 +83,9 @@ class PresenceDiffs:
                 leaves=sorted(changes.leaves),
             )
             envelope = Envelope(Kind.PRESENCE, encode(frame))
-            for conn in conns:
+            for n, conn in enumerate(conns, 1):
                 conn.deliver(channel, envelope)
+                if n % FLUSH_SLICE == 0:
+                    await asyncio.sleep(0)
             delivered += len(conns)
         return delivered
