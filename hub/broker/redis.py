@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -28,17 +27,15 @@ from hub.broker.base import (
     Entry,
     Envelope,
     FrameHandler,
-    InflightReply,
-    Orphan,
     ReconnectHandler,
     Replay,
-    ReplyLost,
 )
 from hub.broker.redis_connect import connect
 from hub.broker.redis_durable import append_and_wait
 from hub.broker.redis_link import PubSubConnection, PubSubLink
-from hub.broker.redis_names import RedisNames
+from hub.broker.redis_names import RedisNames, millis
 from hub.broker.redis_quotas import RedisQuotas
+from hub.broker.redis_replies import ORPHAN_TTL, RedisReplies
 from hub.broker.redis_rooms import IN_FLIGHT, RedisRooms
 from hub.broker.redis_shards import NodeClient, ShardedPubSub
 from hub.protocol import parse_id
@@ -48,15 +45,8 @@ log = logging.getLogger(__name__)
 FINISHED_DELTAS_TTL = 60.0
 """Seconds a finished reply's deltas stay, for a client resuming right at its ``done``."""
 
-ORPHAN_TTL = 86400.0
-"""Seconds a reply's deltas and reply→channel key live at most, if nobody ever finishes it."""
 
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-class RedisBroker(RedisRooms, RedisQuotas):
+class RedisBroker(RedisRooms, RedisReplies, RedisQuotas):
     """Implements ``Broker`` on one Redis, or one Redis Cluster, shared by every worker.
 
     A ``RedisCluster`` needs ``node_client`` (a client per node, for sharded pub/sub), as
@@ -116,11 +106,7 @@ class RedisBroker(RedisRooms, RedisQuotas):
         self._append_text = lua.APPEND.replace("'PUBLISH'", f"'{publish}'")
         self._append = client.register_script(self._append_text)
         self._replay = client.register_script(lua.REPLAY)
-        self._inflight = client.register_script(lua.INFLIGHT)
-        self._delta = client.register_script(lua.DELTA.replace("'PUBLISH'", f"'{publish}'"))
-        self._claim = client.register_script(lua.CLAIM)
-        self._heartbeat = client.register_script(lua.HEARTBEAT)
-        self._dead_workers = client.register_script(lua.DEAD_WORKERS)
+        self._register_reply_scripts(client, publish)
         self._register_room_scripts(client)
         self._init_quotas(client)
         self._closed = False
@@ -225,9 +211,9 @@ class RedisBroker(RedisRooms, RedisQuotas):
             n.pub(channel),
             self._history_max,
             "1" if dedupe is not None else "0",
-            _ms(dedupe_ttl),
+            millis(dedupe_ttl),
             reply,
-            _ms(FINISHED_DELTAS_TTL),
+            millis(FINISHED_DELTAS_TTL),
             owner,
             start_reply or "",
             "1" if self._wait_replicas else "0",
@@ -248,7 +234,7 @@ class RedisBroker(RedisRooms, RedisQuotas):
             else:
                 result = cast(list[str], await self._append(keys=keys, args=args))
             if start_reply and result[0] == "ok":
-                await self._redis.set(n.reply(start_reply), channel, px=_ms(ORPHAN_TTL))
+                await self._redis.set(n.reply(start_reply), channel, px=millis(ORPHAN_TTL))
             elif start_reply:
                 await self._redis.srem(n.worker_replies(owner), member)
         if result[0] == "gone":
@@ -289,119 +275,3 @@ class RedisBroker(RedisRooms, RedisQuotas):
             return None
         entries = [Entry(entry_id, body) for entry_id, body in raw[0]]
         return Replay(entries, self._parse_inflight(channel, raw[1]))
-
-    # -- replies in flight ---------------------------------------------------------------
-    async def reply_begin(self, channel: str, reply: str, worker: str, meta: str) -> None:
-        n = self._names
-        async with self._guard("record a reply in flight"):
-            # Indexed under its worker first: an index entry without a reply is swept away,
-            # a reply without an index entry would never be found. Each key in its own slot.
-            await self._redis.sadd(n.worker_replies(worker), f"{reply}|{channel}")
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(n.inflight(channel), reply, json.dumps([worker, meta]))
-            pipe.delete(n.deltas(channel, reply))
-            await pipe.execute()
-            await self._redis.set(n.reply(reply), channel, px=_ms(ORPHAN_TTL))
-
-    async def reply_delta(
-        self, channel: str, reply: str, worker: str, text: str, frame: Envelope
-    ) -> None:
-        n = self._names
-        async with self._guard("publish a reply delta"):
-            result = await self._delta(
-                keys=[n.inflight(channel), n.deltas(channel, reply)],
-                args=[
-                    reply,
-                    worker,
-                    frame.seq,
-                    text,
-                    n.pub(channel),
-                    frame.pack(),
-                    _ms(ORPHAN_TTL),
-                ],
-            )
-        if result == "lost":
-            raise ReplyLost(reply)
-
-    async def reply_end(self, reply: str, channel: str, worker: str) -> None:
-        async with self._guard("drop an ended reply"):
-            await self._redis.srem(self._names.worker_replies(worker), f"{reply}|{channel}")
-
-    async def reply_owner(self, reply: str) -> tuple[str, str] | None:
-        async with self._guard("look up a reply"):
-            channel = cast(str | None, await self._redis.get(self._names.reply(reply)))
-            if channel is None:
-                return None
-            state = cast(str | None, await self._redis.hget(self._names.inflight(channel), reply))
-        if state is None:
-            return None
-        return channel, str(json.loads(state)[0])
-
-    async def inflight(self, channel: str) -> list[InflightReply]:
-        n = self._names
-        async with self._guard("read replies in flight"):
-            raw = await self._inflight(keys=[n.inflight(channel)], args=[n.deltas(channel, "")])
-        return self._parse_inflight(channel, raw)
-
-    async def heartbeat(self, worker: str) -> None:
-        async with self._guard("renew this worker's heartbeat", urgent=True):
-            await self._heartbeat(keys=[self._names.workers()], args=[worker, "1"])
-
-    async def worker_gone(self, worker: str) -> None:
-        async with self._guard("hand this worker's replies over"):
-            await self._heartbeat(keys=[self._names.workers()], args=[worker, "0"])
-
-    async def dead_workers(self, worker: str, ttl: float) -> list[str]:
-        async with self._guard("look for dead workers"):
-            dead = cast(
-                list[list[str]],
-                await self._dead_workers(keys=[self._names.workers()], args=[worker, _ms(ttl)]),
-            )
-        return [str(name) for name, _heard in dead]
-
-    async def orphans(self, worker: str, ttl: float, limit: int) -> list[Orphan]:
-        n = self._names
-        out: list[Orphan] = []
-        async with self._guard("look for replies of dead workers"):
-            dead = cast(
-                list[list[str]],
-                await self._dead_workers(keys=[n.workers()], args=[worker, _ms(ttl)]),
-            )
-            for name, heard in dead:
-                if len(out) >= limit:
-                    break
-                key = n.worker_replies(name)
-                members = cast(
-                    list[str], await self._redis.srandmember(key, limit - len(out)) or []
-                )
-                if not members:
-                    # Nothing left to take over: forget the worker (a live one stamps again).
-                    await self._redis.hdel(n.workers(), name)
-                for member in members:
-                    reply, _, channel = member.partition("|")
-                    out.append(Orphan(channel, reply, name, int(heard)))
-        return out
-
-    async def reply_claim(self, orphan: Orphan, worker: str) -> InflightReply | None:
-        n = self._names
-        member = f"{orphan.reply}|{orphan.channel}"
-        async with self._guard("take a reply over"):
-            await self._redis.sadd(n.worker_replies(worker), member)
-            raw = await self._claim(
-                keys=[n.inflight(orphan.channel), n.deltas(orphan.channel, orphan.reply)],
-                args=[orphan.reply, orphan.worker, worker],
-            )
-            await self._redis.srem(n.worker_replies(orphan.worker), member)
-            if not raw:
-                await self._redis.srem(n.worker_replies(worker), member)
-                return None
-        meta, deltas = raw
-        return InflightReply(orphan.reply, orphan.channel, worker, str(meta), list(deltas))
-
-    @staticmethod
-    def _parse_inflight(channel: str, raw: list[Any]) -> list[InflightReply]:
-        out = []
-        for reply, state, deltas in raw:
-            worker, meta = json.loads(state)
-            out.append(InflightReply(reply, channel, worker, meta, list(deltas)))
-        return out

@@ -7,6 +7,11 @@ share a Redis Cluster slot; so does the channel's pub/sub name, ready for sharde
 from __future__ import annotations
 
 
+def millis(seconds: float) -> int:
+    """A TTL or timeout in the milliseconds Redis takes; never 0, which would mean no expiry."""
+    return max(1, round(seconds * 1000))
+
+
 class RedisNames:
     """Names of the hub's Redis keys and pub/sub channels under ``prefix``."""
 

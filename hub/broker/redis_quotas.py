@@ -10,12 +10,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from hub.broker import redis_scripts as lua
-from hub.broker.redis_names import RedisNames
+from hub.broker.redis_names import RedisNames, millis
 from hub.protocol import dm_channel
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 def _listed(key: str, holder: str) -> str:
@@ -46,7 +42,7 @@ class RedisQuotas:
             if worker is not None:  # listed first: a worker dying in between leaves no orphan
                 await self._redis.sadd(self._names.worker_slots(worker), _listed(key, holder))
             held = await self._slot_take(
-                keys=[self._names.slots(key)], args=[holder, limit, _ms(ttl)]
+                keys=[self._names.slots(key)], args=[holder, limit, millis(ttl)]
             )
             if worker is not None and not held:
                 await self._redis.srem(self._names.worker_slots(worker), _listed(key, holder))
@@ -72,25 +68,27 @@ class RedisQuotas:
         async with self._guard("renew limits"):
             if self._cluster is not None:  # a cluster pipeline cannot reload a missing script
                 for key, holder in slots:
-                    await self._slot_renew(keys=[self._names.slots(key)], args=[holder, _ms(ttl)])
+                    await self._slot_renew(
+                        keys=[self._names.slots(key)], args=[holder, millis(ttl)]
+                    )
                 return
             pipe = cast(Redis, self._redis).pipeline(transaction=False)
             for key, holder in slots:
                 await self._slot_renew(
-                    keys=[self._names.slots(key)], args=[holder, _ms(ttl)], client=pipe
+                    keys=[self._names.slots(key)], args=[holder, millis(ttl)], client=pipe
                 )
             await pipe.execute()
 
     async def counter_add(self, key: str, amount: int, ttl: float) -> int:
         async with self._guard("count usage"):
             total = await self._counter_add(
-                keys=[self._names.counter(key)], args=[amount, _ms(ttl)]
+                keys=[self._names.counter(key)], args=[amount, millis(ttl)]
             )
         return int(total)
 
     async def mark_set(self, key: str, value: str, ttl: float) -> None:
         async with self._guard("set a mark"):
-            await self._redis.set(self._names.mark(key), value, px=_ms(ttl))
+            await self._redis.set(self._names.mark(key), value, px=millis(ttl))
 
     async def mark_get(self, key: str) -> str | None:
         async with self._guard("read a mark"):
@@ -101,5 +99,5 @@ class RedisQuotas:
         async with self._guard("set a user's data to expire"):
             pipe = self._redis.pipeline(transaction=False)
             for key in (n.log(dm), n.meta(dm), n.rooms(user_id)):
-                pipe.pexpire(key, _ms(ttl))
+                pipe.pexpire(key, millis(ttl))
             await pipe.execute()

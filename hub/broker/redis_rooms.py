@@ -20,14 +20,10 @@ from redis.exceptions import RedisError
 from hub.broker import redis_scripts as lua
 from hub.broker.base import BrokerError, OnlinePage, PresenceChange
 from hub.broker.presence_keys import member_of, sort_key
-from hub.broker.redis_names import RedisNames
+from hub.broker.redis_names import RedisNames, millis
 
 IN_FLIGHT = 64
 """Commands one worker keeps in flight to Redis at most; more gain nothing but timeouts."""
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 class RedisRooms:
@@ -155,7 +151,7 @@ class RedisRooms:
     # -- tickets -------------------------------------------------------------------------
     async def ticket_put(self, key: str, value: str, ttl: float) -> None:
         async with self._guard("store a ticket"):
-            await self._redis.set(self._names.ticket(key), value, px=_ms(ttl))
+            await self._redis.set(self._names.ticket(key), value, px=millis(ttl))
 
     async def ticket_take(self, key: str) -> str | None:
         async with self._guard("read a ticket"):
