@@ -28,7 +28,7 @@ from hub.core.presence import PresenceDiffs
 from hub.core.registry import Registry
 from hub.core.rooms import RoomService
 from hub.core.sessions import Sessions
-from hub.core.tasks import Tasks, stop_if_cancelled
+from hub.core.tasks import Tasks
 from hub.core.tickets import issue_ticket, redeem_ticket
 from hub.core.topics import command, parse_topic, read_command, worker_topic
 from hub.core.watchdog import Watchdog
@@ -127,13 +127,13 @@ class Hub:
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect the broker, listen for this worker's commands, start the upkeep loop."""
+        """Connect the broker, listen for this worker's commands, start the background loops."""
         await self.broker.start(self._on_frame, self.fanout.catch_up)
         await self.broker.subscribe(worker_topic(self.incarnation))
-        self._tasks.spawn(self._upkeep(), "upkeep")
+        self._tasks.spawn(self.limits.run(lambda: set(self.runner.running)), "upkeep")
         await self.watchdog.beat()  # before any reply can start: a reply's worker is known
         self._tasks.spawn(self.watchdog.run(), "watchdog")
-        self._tasks.spawn(self._send_presence(), "presence-diffs")
+        self._tasks.spawn(self.diffs.run(self.settings.presence_interval), "presence-diffs")
 
     async def drain(self) -> None:
         """Stop taking work, let replies finish (bounded), send every client elsewhere (1012)."""
@@ -414,30 +414,3 @@ class Hub:
             self.tokens.on_revoke(list(self.registry.of_user(topic.name)), fields)
         else:
             self._tasks.spawn(self.rooms.on_user_command(topic.name, fields), "user-command")
-
-    async def _renew_limits(self) -> None:
-        await self.limits.renew(set(self.runner.running))
-
-    async def _send_presence(self) -> None:
-        """Send each room's gathered presence changes about once per ``presence_interval``."""
-        while True:
-            await asyncio.sleep(self.settings.presence_interval)
-            try:
-                await self.diffs.flush()
-            except BrokerError as exc:
-                log.warning("presence diffs delayed: %s", exc)
-            except Exception:
-                log.exception("presence diffs failed")
-            stop_if_cancelled()
-
-    async def _upkeep(self) -> None:
-        """Renew the leases of the limits held by replies running here."""
-        while True:
-            try:
-                await self._renew_limits()
-            except BrokerError as exc:
-                log.warning("upkeep skipped: %s", exc)
-            except Exception:
-                log.exception("upkeep failed")
-            stop_if_cancelled()
-            await asyncio.sleep(self.settings.presence_ttl / 3)

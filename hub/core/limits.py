@@ -8,16 +8,18 @@ the providers report as used, per user and UTC day.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.broker.base import BrokerError, Quotas, RateLimits
 from hub.core.assistant import ReplyListener
 from hub.core.connection import Connection
-from hub.core.tasks import Tasks
+from hub.core.tasks import Tasks, stop_if_cancelled
 from hub.errors import FrameError
 from hub.protocol import Done, Error, Usage, User
 from hub.settings import Settings
@@ -194,6 +196,18 @@ class Limiter:
             await self.cancel(res)
         slots = [s for res in self._replies.values() for s in res.slots]
         await self.broker.slot_renew(slots, self.lease)
+
+    async def run(self, running: Callable[[], set[str]]) -> None:
+        """Upkeep: ``renew`` every third of HUB_PRESENCE_TTL; ``running`` names the replies here."""
+        while True:
+            try:
+                await self.renew(running())
+            except BrokerError as exc:
+                log.warning("upkeep skipped: %s", exc)
+            except Exception:
+                log.exception("upkeep failed")
+            stop_if_cancelled()
+            await asyncio.sleep(self.settings.presence_ttl / 3)
 
     async def close(self) -> None:
         """Cancel the usage-counting tasks still running."""
