@@ -1,10 +1,11 @@
-"""The hub facade: life cycle, the dispatch table, and the use cases the web layer calls.
+"""The hub facade: life cycle, the dispatch tables (client frames, broker frames), sessions.
 
 Where things happen (each module holds one responsibility):
+``messages`` posting, reading and stopping (the web layer calls it as ``hub.messages``),
 ``sessions`` open and close connections, ``rooms`` join/leave and presence, ``fanout``
-delivers broker frames to local connections, ``watchdog`` beats this worker's heartbeat and
-takes over the replies of dead workers,
-``assistant`` runs replies, ``topics`` names every pub/sub topic.
+delivers broker frames to local connections, ``presence`` sends presence diffs, ``limits``
+holds and renews the shared limits, ``watchdog`` beats this worker's heartbeat and takes over
+the replies of dead workers, ``assistant`` runs replies, ``topics`` names every pub/sub topic.
 """
 
 from __future__ import annotations
@@ -12,83 +13,51 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hub.broker.base import AppendResult, Broker, BrokerError, Entry, Envelope
-from hub.core.access import refusal, room_allowed
-from hub.core.assistant import AssistantRunner, ReplyListener, new_reply_id
+from hub.broker.base import Broker, BrokerError, Envelope
+from hub.core.assistant import AssistantRunner
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout
 from hub.core.identity import TokenWatch
 from hub.core.limits import Limiter, release_quietly
+from hub.core.messages import Messages
 from hub.core.presence import PresenceDiffs
 from hub.core.registry import Registry
 from hub.core.rooms import RoomService
 from hub.core.sessions import Sessions
 from hub.core.tasks import Tasks
 from hub.core.tickets import issue_ticket, redeem_ticket
-from hub.core.topics import command, parse_topic, read_command, worker_topic
+from hub.core.topics import parse_topic, read_command, worker_topic
 from hub.core.watchdog import Watchdog
 from hub.errors import UNAVAILABLE, CloseCode, ErrorCode, FrameError
 from hub.llm.base import LLM
 from hub.metrics import Metrics
 from hub.protocol import (
-    Ack,
-    Author,
     ClientFrame,
     Error,
-    History,
     HistoryRequest,
     Join,
     Leave,
     MembersRequest,
-    Message,
     Ping,
     Pong,
     Send,
     Stop,
     User,
-    channel_kind,
-    dm_channel,
     encode,
-    entry_body,
     frame_from_entry,
-    message_dict,
-    now_ms,
 )
-from hub.render import render_markdown
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MENTION_RE = re.compile(r"(?<![\w@])@assistant\b", re.IGNORECASE)
 
-
-def check_text(text: str, max_text: int, ref: str | None) -> None:
-    """A message must say something and fit the length limit."""
-    if len(text) > max_text:
-        raise FrameError(
-            "too_long",
-            f"Messages may be at most {max_text} characters; this one has {len(text)}.",
-            ref,
-        )
-    if not text.strip():
-        raise FrameError("invalid", "The message is empty.", ref)
-
-
-def newest_within(entries: list[Entry], budget: int) -> list[Entry]:
-    """The newest entries whose bodies fit in ``budget`` characters (always at least one)."""
-    total, start = 0, len(entries)
-    while start > 0:
-        size = len(entries[start - 1].body)
-        if total + size > budget and start < len(entries):
-            break
-        total += size
-        start -= 1
-    return entries[start:]
+async def _pong(conn: Connection, frame: Ping) -> None:
+    """``ping``: a client-side liveness check, answered at once and touching nothing else."""
+    conn.send_now(encode(Pong(ref=frame.ref)))
 
 
 class Hub:
@@ -114,14 +83,17 @@ class Hub:
         self.watchdog.on_rejoin += [self.rooms.enter_all, self.limits.retake]
         self.sessions = Sessions(settings, broker, self.registry, self.fanout, self.rooms, metrics)
         self.draining = False
+        self.messages = Messages(
+            settings, broker, self.runner, self.limits, self.tokens, metrics, lambda: self.draining
+        )
         self._tasks = Tasks()
         self._handlers: dict[type[Any], Callable[[Connection, Any], Awaitable[None]]] = {
             Join: self.rooms.join,
             Leave: self.rooms.leave,
-            Send: self._on_send,
-            Stop: self._on_stop,
-            HistoryRequest: self._on_history,
-            Ping: self._on_ping,
+            Send: self.messages.on_send,
+            Stop: self.messages.on_stop,
+            HistoryRequest: self.messages.on_history,
+            Ping: _pong,
             MembersRequest: self.rooms.members,
         }
 
@@ -173,7 +145,7 @@ class Hub:
             "connections": len(self.registry.all()),
         }
 
-    # -- sessions (the web layer's entry points) -----------------------------------------
+    # -- sessions, and the web layer's other entry points (posting: ``messages``) --------
     async def open_session(self, conn: Connection, resume: dict[str, str] | None) -> None:
         """Welcome a signed-in connection (see ``Sessions.open``) within the connection limits.
 
@@ -195,7 +167,7 @@ class Hub:
     async def watch_reply(self, conn: Connection, channel: str, reply: str) -> None:
         """Give a connection one channel's frames (from its replies in flight on), and the
         reply's stored end if it finished before; the caller keeps what concerns ``reply``."""
-        await self.check_access(conn.user, channel, None)
+        await self.messages.check_access(conn.user, channel, None)
         await self.sessions.watch(conn, channel)
         entries, _more = await self.broker.history(channel, None, 50)
         for entry in entries:
@@ -216,6 +188,10 @@ class Hub:
         """End a user's membership without a connection (HTTP); their tabs get ``left``."""
         await self.tokens.check(user)
         await self.rooms.leave_user(user, room, None)
+
+    async def guest_login(self, ip: str) -> None:
+        """Count a guest sign-in from ``ip`` against HUB_LOGIN_RATE / HUB_LOGIN_BURST."""
+        await self.limits.guest_login(ip)
 
     async def issue_ticket(self, user: User) -> str:
         """A single-use ticket for an event stream (see ``hub.core.tickets``)."""
@@ -255,151 +231,9 @@ class Hub:
         self.metrics.errors.labels(code).inc()
         conn.send_now(encode(Error(code=code, message=message, ref=ref, retry_after=retry_after)))
 
-    async def _on_ping(self, conn: Connection, frame: Ping) -> None:
-        conn.send_now(encode(Pong(ref=frame.ref)))
-
-    async def _on_send(self, conn: Connection, frame: Send) -> None:
-        channel = frame.channel or dm_channel(conn.user.id)
-        result, _reply = await self.post(conn.user, channel, frame.text, frame.ref, conn=conn)
-        conn.send_now(encode(Ack(ref=frame.ref, id=result.id)))
-
-    async def _on_history(self, conn: Connection, frame: HistoryRequest) -> None:
-        if conn.history_pending is not None:
-            raise FrameError(
-                "rate_limited",
-                "Read the history page on its way before asking for another one.",
-                frame.ref,
-                0.5,
-            )
-        messages, more = await self.history(
-            conn.user, frame.channel, frame.before, frame.limit, conn
-        )
-        payload = encode(
-            History(channel=frame.channel, messages=messages, more=more, ref=frame.ref)
-        )
-        conn.history_pending = payload
-        conn.send_now(payload)
-
-    async def _on_stop(self, conn: Connection, frame: Stop) -> None:
-        owner = await self.broker.reply_owner(frame.reply)
-        if owner is None:
-            raise FrameError("not_found", "That reply is not streaming any more.")
-        channel, worker = owner
-        await self.check_access(conn.user, channel, conn)
-        await self.stop_reply(frame.reply, worker)
-
-    # -- use cases -----------------------------------------------------------------------
-    async def post(
-        self,
-        user: User,
-        channel: str,
-        text: str,
-        ref: str | None,
-        *,
-        conn: Connection | None = None,
-        ask: bool | None = None,
-        listener: ReplyListener | None = None,
-    ) -> tuple[AppendResult, str | None]:
-        """Store a user's message and start the assistant when it is addressed (or ``ask``)."""
-        if self.draining:
-            raise FrameError("unavailable", "This worker is restarting; reconnect.", ref, 1.0)
-        await self.check_access(user, channel, conn)
-        check_text(text, self.settings.max_text, ref)
-        wait = await self.broker.rate_take(
-            f"send:{user.id}", self.settings.rate, self.settings.rate_burst
-        )
-        if wait > 0:
-            raise FrameError(
-                "rate_limited",
-                f"You are sending too fast; wait {wait:.1f} s and try again.",
-                ref,
-                round(wait, 2),
-            )
-        body = Message(
-            channel=channel,
-            id="0-0",
-            author=Author(id=user.id, name=user.name, role="user"),
-            text=text,
-            ts=now_ms(),
-            ref=ref,
-        )
-        dedupe = f"{user.id}:{ref}" if ref else None
-        kind, _name = channel_kind(channel)
-        wanted = ask if ask is not None else kind == "dm" or bool(MENTION_RE.search(text))
-        held = await self.limits.reserve_reply(user, channel, ref) if wanted else None
-        reply = new_reply_id() if held is not None else None  # in flight as the question is stored
-        try:
-            result = await self.broker.append(
-                channel, entry_body(body), dedupe=dedupe, start_reply=reply, owner=self.incarnation
-            )
-        except BaseException:
-            if held is not None:
-                await self.limits.cancel(held)
-            raise
-        assert result is not None
-        await self.limits.touch_guest(user)
-        if result.duplicate:
-            if held is not None:
-                await self.limits.cancel(held)
-            return result, None
-        self.metrics.messages.inc()
-        if held is None:
-            return result, None
-        held.reply = self.runner.start(
-            channel, upto=result.id, reply=reply, listener=self.limits.track(held, listener)
-        )
-        return result, held.reply
-
-    async def publish_message(self, channel: str, author: Author, text: str) -> str:
-        """Store a backend's message in a user's dm or a room (proactive message, hand-off)."""
-        check_text(text, self.settings.max_text, None)
-        message = Message(channel=channel, id="0-0", author=author, text=text, ts=now_ms())
-        if author.role == "assistant":
-            message = message.model_copy(update={"html": render_markdown(text)})
-        result = await self.broker.append(channel, entry_body(message))
-        assert result is not None
-        return result.id
-
-    async def check_access(self, user: User, channel: str, conn: Connection | None) -> None:
-        """A dm is its owner's alone; a room is open to its members (join first) whose token
-        allows it; a request without a connection also proves its token was not revoked."""
-        if conn is None:
-            await self.tokens.check(user)
-        kind, name = channel_kind(channel)
-        if kind == "dm":
-            if name != user.id:
-                raise FrameError("forbidden", "That is another user's private channel.")
-            return
-        if not room_allowed(user, name, self.settings):
-            raise refusal(user, name, self.settings, None)
-        if conn is not None and channel in conn.channels:
-            return
-        if name not in await self.broker.user_rooms(user.id):
-            raise FrameError("forbidden", f"Join the room '{name}' first.")
-
-    async def history(
-        self,
-        user: User,
-        channel: str,
-        before: str | None,
-        limit: int,
-        conn: Connection | None = None,
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """A page of a channel's log the user may read, oldest first."""
-        await self.check_access(user, channel, conn)
-        entries, more = await self.broker.history(channel, before, limit)
-        page = newest_within(entries, self.settings.history_bytes)
-        more = more or len(page) < len(entries)
-        return [message_dict(e.id, e.body) for e in page], more
-
-    async def stop_reply(self, reply: str, worker: str) -> None:
-        """Stop a reply wherever it runs: here directly, elsewhere through its worker's topic."""
-        if worker == self.incarnation and self.runner.stop(reply):
-            return
-        await self.broker.publish(worker_topic(worker), command("stop", reply=reply))
-
     # -- frames from the broker ----------------------------------------------------------
     def _on_frame(self, name: str, frame: Envelope) -> None:
+        """A channel's frames go to fan-out; a worker's or user's topic carries commands."""
         topic = parse_topic(name)
         if topic.kind == "channel":
             self.fanout.deliver(name, frame)

@@ -85,7 +85,7 @@ async def login(request: web.Request) -> web.Response:
     if not settings.guest_login:
         raise FrameError("not_found", "Guest login is off on this hub; ask for a token.")
     body = await _body(request, LoginBody)
-    await request.app[HUB].limits.guest_login(client_ip(request))
+    await request.app[HUB].guest_login(client_ip(request))
     try:
         name = clean_name(body.name)
     except ValueError as exc:
@@ -105,7 +105,9 @@ async def history(request: web.Request) -> web.Response:
         page = HistoryRequest.model_validate(fields)
     except ValidationError as exc:
         raise FrameError("invalid", describe_validation(exc)) from None
-    messages, more = await request.app[HUB].history(user, page.channel, page.before, page.limit)
+    messages, more = await request.app[HUB].messages.history(
+        user, page.channel, page.before, page.limit
+    )
     return web.json_response({"channel": page.channel, "messages": messages, "more": more})
 
 
@@ -130,7 +132,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     channel = body.channel or dm_channel(user.id)
     queue: asyncio.Queue[str | Done | Error] = asyncio.Queue()
-    result, reply = await hub.post(
+    result, reply = await hub.messages.post(
         user, channel, body.text, body.ref, ask=True, listener=queue.put_nowait
     )
     if reply is None:
@@ -190,7 +192,7 @@ async def publish(request: web.Request) -> web.Response:
     require_api_key(request)
     body = await _body(request, PublishBody)
     author = Author.model_validate((body.author or PublishAuthor()).model_dump())
-    message_id = await request.app[HUB].publish_message(body.channel, author, body.text)
+    message_id = await request.app[HUB].messages.publish(body.channel, author, body.text)
     return web.json_response({"id": message_id, "channel": body.channel})
 
 

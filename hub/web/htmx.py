@@ -49,7 +49,7 @@ async def chat_html(request: web.Request, user: User) -> web.Response:
     if not text.strip():
         raise FrameError("invalid", "Type a message first.")
     hub = request.app[HUB]
-    _result, reply = await hub.post(user, channel, text, None, ask=True)
+    _result, reply = await hub.messages.post(user, channel, text, None, ask=True)
     assert reply is not None  # no ref, so never a duplicate
     ticket = await hub.issue_ticket(user)
     query = urlencode({"channel": channel, "ticket": ticket})
@@ -107,7 +107,7 @@ async def reply_events(request: web.Request) -> web.StreamResponse:
     if not REPLY_RE.fullmatch(reply) or not CHANNEL_RE.fullmatch(channel):
         raise FrameError("invalid", "Give a reply id (r…) and its ?channel=.")
     user = await stream_user(request)
-    await hub.check_access(user, channel, None)
+    await hub.messages.check_access(user, channel, None)
     seen = last_event_id(request)
     response = await event_stream(request)
     sink = ReplySink(response, reply, int(seen) if seen.isdigit() and len(seen) < 10 else -1)

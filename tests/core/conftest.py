@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -87,10 +88,9 @@ class CoreHub:
         await conn.wait_closed(1.0)
 
 
-@pytest.fixture
-async def core() -> AsyncIterator[CoreHub]:
-    settings = make_settings()
-    hub = Hub(settings, MemoryBroker(history_max=100), EchoLLM(0.0), Metrics())
+@contextlib.asynccontextmanager
+async def started(hub: Hub) -> AsyncIterator[CoreHub]:
+    """A started hub; at the end its connections close, then the hub."""
     await hub.start()
     wrapper = CoreHub(hub)
     try:
@@ -100,3 +100,12 @@ async def core() -> AsyncIterator[CoreHub]:
             conn.close(1000, "")
             await conn.wait_closed(1.0)
         await hub.close()
+
+
+@pytest.fixture
+async def core() -> AsyncIterator[CoreHub]:
+    settings = make_settings()
+    async with started(
+        Hub(settings, MemoryBroker(history_max=100), EchoLLM(0.0), Metrics())
+    ) as hub:
+        yield hub

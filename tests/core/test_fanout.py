@@ -74,7 +74,7 @@ async def test_catch_up_delivers_the_deltas_streamed_while_frames_were_lost() ->
     try:
         conn, sink = await core.open("ann")
         text = " ".join(f"w{i}" for i in range(40))
-        await hub.post(conn.user, "dm:ann", text, None)
+        await hub.messages.post(conn.user, "dm:ann", text, None)
         await sink.until(lambda: len(sink.of("delta")) >= 2)
         broker._subs.pop("dm:ann")  # the link is lost: deltas are kept but not heard
         heard = len(sink.of("delta"))
@@ -109,7 +109,7 @@ async def test_a_connection_resumed_during_a_blink_gets_nothing_twice(core: Core
     broker._subs["dm:ann"] = 1
     await core.hub.fanout.catch_up()
     await sink.until(lambda: len(sink.of("message")) == 3)
-    await core.hub.post(_second.user, "dm:ann", "after", None, ask=False)
+    await core.hub.messages.post(_second.user, "dm:ann", "after", None, ask=False)
     await resumed.until(lambda: any(f["text"] == "after" for f in resumed.of("message")))
     assert [f["text"] for f in resumed.of("message")] == ["lost one", "lost two", "after"]
     assert [f["text"] for f in sink.of("message")[1:]] == ["lost one", "lost two", "after"]
@@ -131,6 +131,6 @@ async def test_a_live_frame_that_arrives_after_a_resume_gave_it_is_not_sent_agai
     await resumed.until(lambda: resumed.of("message"))
     core.hub.fanout.deliver("dm:ann", stored("dm:ann", late.id, "late"))  # it arrives now
     await sink.until(lambda: len(sink.of("message")) == 2)
-    await core.hub.post(_second.user, "dm:ann", "after", None, ask=False)
+    await core.hub.messages.post(_second.user, "dm:ann", "after", None, ask=False)
     await resumed.until(lambda: any(f["text"] == "after" for f in resumed.of("message")))
     assert [f["text"] for f in resumed.of("message")] == ["late", "after"]

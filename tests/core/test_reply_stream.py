@@ -64,7 +64,7 @@ async def test_pieces_that_arrive_while_the_last_delta_is_published_are_streamed
 ) -> None:
     core, _broker = slow
     conn, sink = await core.open("ann")
-    await core.hub.post(conn.user, "dm:ann", TEXT, None)
+    await core.hub.messages.post(conn.user, "dm:ann", TEXT, None)
     (done,) = await sink.until(lambda: sink.of("done"))
     seqs, text = streamed(sink)
     assert seqs == list(range(len(seqs)))
@@ -76,7 +76,7 @@ async def test_deltas_made_while_the_broker_is_down_are_held_and_sent_in_order(
 ) -> None:
     core, broker = slow
     conn, sink = await core.open("ann")
-    await core.hub.post(conn.user, "dm:ann", TEXT, None)
+    await core.hub.messages.post(conn.user, "dm:ann", TEXT, None)
     await sink.until(lambda: sink.of("delta"))
     broker.down = True
     await asyncio.sleep(0.15)

@@ -28,7 +28,7 @@ async def test_a_fresh_session_is_welcomed_and_greeted_once(core: CoreHub) -> No
 
 async def test_the_greeting_never_lands_between_a_question_and_its_answer(core: CoreHub) -> None:
     conn, sink = await core.open("ann")
-    await core.hub.post(conn.user, "dm:ann", "a question", None, ask=False)
+    await core.hub.messages.post(conn.user, "dm:ann", "a question", None, ask=False)
     await sink.until(lambda: len(sink.of("message")) == 2)
     _again, again = await core.open("ann")  # a reload before the answer came
     assert again.of("welcome")[0]["last_ids"] == {"dm:ann": sink.of("message")[1]["id"]}
@@ -51,7 +51,7 @@ async def test_a_fresh_session_gets_replies_in_flight_from_their_start(core: Cor
 async def test_resume_replays_exactly_what_came_after(core: CoreHub) -> None:
     conn, sink = await core.open("ann")
     for text in ("one", "two", "three"):
-        await core.hub.post(conn.user, "dm:ann", text, None, ask=False)
+        await core.hub.messages.post(conn.user, "dm:ann", text, None, ask=False)
     await sink.until(lambda: len(sink.of("message")) == 4)
     after = sink.of("message")[1]["id"]
     _conn, resumed = await core.open("ann", resume={"dm:ann": after})
@@ -94,7 +94,7 @@ async def test_a_room_is_for_its_members(core: CoreHub) -> None:
     error = (await sink.until(lambda: sink.of("error")))[0]
     assert error["code"] == "forbidden" and "Join the room" in error["message"]
     try:
-        await core.hub.post(ann.user, "dm:bob", "peek", None)
+        await core.hub.messages.post(ann.user, "dm:bob", "peek", None)
     except FrameError as exc:
         assert exc.code == "forbidden"
     else:
