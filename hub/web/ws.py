@@ -160,7 +160,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             hub.send_error(conn, exc.code, exc.message, ref, exc.retry_after)
             conn.close(refusal_close_code(exc), exc.message)
             return ws
-        await _read_until_closed(ws, conn, hub, late_hello=header_user is not None)
+        await _read_until_closed(ws, conn, hub, settings, late_hello=header_user is not None)
     finally:
         metrics.connections.labels("ws").dec()
         if conn.close_code == CloseCode.TOO_SLOW:
@@ -173,7 +173,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _read_until_closed(
-    ws: web.WebSocketResponse, conn: Connection, hub: Hub, *, late_hello: bool
+    ws: web.WebSocketResponse, conn: Connection, hub: Hub, settings: Settings, *, late_hello: bool
 ) -> None:
     """Read in this handler's own task (no second task per connection); the hub closing the
     connection as too slow stops the read at once, even while the peer sends nothing."""
@@ -190,7 +190,7 @@ async def _read_until_closed(
 
     conn.on_close = stop_reading
     try:
-        await _read_loop(ws, conn, hub, late_hello=late_hello)
+        await _read_loop(ws, conn, hub, settings, late_hello=late_hello)
     except asyncio.CancelledError:
         if not stopped:
             raise
@@ -199,10 +199,10 @@ async def _read_until_closed(
         conn.on_close = None
 
 
-async def _resume_late(hub: Hub, conn: Connection, hello: Hello) -> None:
+async def _resume_late(hub: Hub, settings: Settings, conn: Connection, hello: Hello) -> None:
     """A hello after a header sign-in: open the session again, resuming where the client says."""
     try:
-        user = verify_token(hub.settings.secret_value(), hello.token, hub.settings.token_max_ttl)
+        user = verify_token(settings.secret_value(), hello.token, settings.token_max_ttl)
     except AuthError as exc:
         raise FrameError("unauthorized", str(exc), hello.ref) from None
     if user.id != conn.user.id:
@@ -212,7 +212,7 @@ async def _resume_late(hub: Hub, conn: Connection, hello: Hello) -> None:
 
 
 async def _read_loop(
-    ws: web.WebSocketResponse, conn: Connection, hub: Hub, *, late_hello: bool
+    ws: web.WebSocketResponse, conn: Connection, hub: Hub, settings: Settings, *, late_hello: bool
 ) -> None:
     """Frames in order, one at a time; bad input is answered, floods and garbage are closed."""
     bad = 0
@@ -240,7 +240,7 @@ async def _read_loop(
             if late_hello and isinstance(frame, Hello):
                 late_hello = False
                 try:
-                    await _resume_late(hub, conn, frame)
+                    await _resume_late(hub, settings, conn, frame)
                 except FrameError as exc:
                     hub.send_error(conn, exc.code, exc.message, exc.ref)
             else:
