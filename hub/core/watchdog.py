@@ -52,13 +52,25 @@ class Watchdog:
         during which others may have taken it for dead and swept what it held."""
 
     async def run(self) -> None:
-        """Beat and sweep until cancelled; a broker that is down only pauses both."""
-        ttl = self.settings.worker_ttl
-        period = ttl / SWEEPS_PER_TTL
+        """Beat and sweep until cancelled; a broker that is down only pauses both.
+
+        Two loops: a sweep may take seconds (re-entering thousands of users after a freeze,
+        sweeping a dead worker's big room), and the beats must not wait for it, or this
+        worker is taken for dead in turn.
+        """
+        await asyncio.gather(self._beating(), self._sweeping())
+
+    async def _beating(self) -> None:
+        period = self.settings.worker_ttl / BEATS_PER_TTL
         while True:
-            now = time.monotonic()
-            if now - self._last_beat >= ttl / BEATS_PER_TTL:
-                await self.beat()
+            started = time.monotonic()
+            await self.beat()
+            stop_if_cancelled()
+            await asyncio.sleep(max(0.0, started + period - time.monotonic()))
+
+    async def _sweeping(self) -> None:
+        period = self.settings.worker_ttl / SWEEPS_PER_TTL
+        while True:
             try:
                 await self.sweep()
             except BrokerError as exc:
