@@ -226,8 +226,9 @@ class Replies(Protocol):
         """Replies in flight in a channel, with their deltas so far."""
         ...
 
-    async def heartbeat(self, worker: str) -> None:
-        """Say that ``worker`` lives now (its entry is stamped with the broker's clock)."""
+    async def heartbeat(self, worker: str) -> float:
+        """Say that ``worker`` lives now (its entry is stamped with the broker's clock); the
+        seconds since its previous stamp (0 for the first), by which others judged it."""
         ...
 
     async def worker_gone(self, worker: str) -> None:

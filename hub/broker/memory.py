@@ -193,8 +193,11 @@ class MemoryBroker:
             if s.channel == channel
         ]
 
-    async def heartbeat(self, worker: str) -> None:
-        self._workers[worker] = time.monotonic()
+    async def heartbeat(self, worker: str) -> float:
+        now = time.monotonic()
+        previous = self._workers.get(worker)
+        self._workers[worker] = now
+        return 0.0 if previous is None else now - previous
 
     async def worker_gone(self, worker: str) -> None:
         self._workers[worker] = 0.0

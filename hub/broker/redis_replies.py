@@ -90,9 +90,10 @@ class RedisReplies:
             raw = await self._inflight(keys=[n.inflight(channel)], args=[n.deltas(channel, "")])
         return self._parse_inflight(channel, raw)
 
-    async def heartbeat(self, worker: str) -> None:
+    async def heartbeat(self, worker: str) -> float:
         async with self._guard("renew this worker's heartbeat", urgent=True):
-            await self._heartbeat(keys=[self._names.workers()], args=[worker, "1"])
+            gap = await self._heartbeat(keys=[self._names.workers()], args=[worker, "1"])
+        return int(gap) / 1000
 
     async def worker_gone(self, worker: str) -> None:
         async with self._guard("hand this worker's replies over"):

@@ -157,13 +157,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 HEARTBEAT = (
     _NOW_MS
     + """
--- KEYS: workers.  ARGV: worker, '1' to stamp now, '0' to mark it dead (0).
+-- KEYS: workers.  ARGV: worker, '1' to stamp now, '0' to mark it dead (0).  Returns the ms
+-- since the worker's previous stamp (0 for its first).
+local previous = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], ARGV[1], now)
 else
   redis.call('HSET', KEYS[1], ARGV[1], 0)
 end
-return now
+if not previous then return 0 end
+return math.floor(now - previous)
 """
 )
 

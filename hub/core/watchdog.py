@@ -83,15 +83,19 @@ class Watchdog:
     async def beat(self) -> None:
         """Renew this worker's heartbeat; note whether the beats have been steady."""
         now = time.monotonic()
+        ttl = self.settings.worker_ttl
         try:
-            await self.broker.heartbeat(self.worker)
+            gap = await self.broker.heartbeat(self.worker)
         except BrokerError as exc:
             log.debug("heartbeat failed: %s", exc)
             self._steady_since = None
             return
-        if self._steady_since is None or now - self._last_beat > self.settings.worker_ttl / 2:
-            self._rejoin_due = self._last_beat > 0  # not the first beat: a freeze or an outage
+        if self._steady_since is None or now - self._last_beat > ttl / 2:
             self._steady_since = now  # first beat, or after a freeze (SIGSTOP, a stalled loop)
+        if self._last_beat > 0 and gap > ttl:
+            # Unheard for longer than a TTL (a freeze, an outage): others may have swept what
+            # this worker held. A shorter stall (a busy loop) re-enters nobody.
+            self._rejoin_due = True
         self._last_beat = now
 
     def steady(self) -> bool:

@@ -534,3 +534,12 @@ async def test_a_ticket_is_read_once_and_expires(backend: Backend) -> None:
     assert await broker.ticket_take("never") is None
     await asyncio.sleep(0.2)
     assert await broker.ticket_take("t2") is None
+
+
+async def test_a_heartbeat_tells_how_long_its_worker_was_unheard(backend: Backend) -> None:
+    broker, _ = await backend.make()
+    assert await broker.heartbeat("w-gap") == 0
+    await asyncio.sleep(0.3)
+    gap = await broker.heartbeat("w-gap")
+    assert 0.25 <= gap < 5  # the worker judges from this whether others took it for dead
+    assert await broker.heartbeat("w-gap") < gap
