@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ async def _read(member: Member) -> None:
             member.joined_bytes = len(data)
             member.online = _online_of(data)
             member.joined.set()
+        elif data.startswith('{"type":"error"'):
+            raise SystemExit(f"bench rooms: {member.user} got an error: {data:.300}")
         elif data.startswith('{"type":"message"'):
             frame = json.loads(data)
             if frame.get("channel") == f"room:{ROOM}":
@@ -94,21 +97,35 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-async def _redis_calls(redis: Redis) -> int:
+async def _redis_calls(redis: Redis) -> dict[str, int]:
+    """Calls so far per Redis command (a script's own calls count too)."""
     stats = await redis.info("commandstats")
-    return sum(int(v["calls"]) for v in stats.values() if isinstance(v, dict))
+    return {k: int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
+
+
+async def _progress(what: str, count: object, total: int) -> None:
+    """Print how far a long phase got every few seconds, so a stall shows where it is."""
+    while True:
+        await asyncio.sleep(5)
+        print(f"bench rooms: {what} {count()}/{total}", file=sys.stderr, flush=True)  # type: ignore[operator]
 
 
 async def _wait(check: object, what: str, timeout: float = TIMEOUT) -> float:
-    started = time.monotonic()
+    started = last = time.monotonic()
     while not check():  # type: ignore[operator]
-        if time.monotonic() - started > timeout:
+        now = time.monotonic()
+        if now - started > timeout:
             raise SystemExit(f"bench rooms: {what} did not happen within {timeout:.0f} s")
+        if now - last > 5:
+            last = now
+            print(f"bench rooms: waiting {now - started:.0f} s for {what}", file=sys.stderr)
         await asyncio.sleep(0.1)
     return time.monotonic() - started
 
 
-async def run(cluster: Cluster, members: int) -> dict[str, float]:
+async def run(
+    cluster: Cluster, members: int, idle_seconds: float = IDLE_SECONDS
+) -> dict[str, float]:
     """One storm of ``members`` users through the running ``cluster``; returns the figures."""
     pids = [w.process.pid for w in cluster.workers if w.process.pid is not None]
     rss_before = sum(_rss_kib(pid) for pid in pids)
@@ -116,6 +133,7 @@ async def run(cluster: Cluster, members: int) -> dict[str, float]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        readers: list[asyncio.Task[None]] = []
 
         async def connect(i: int) -> Member:
             user = f"m{i:06d}"
@@ -130,10 +148,23 @@ async def run(cluster: Cluster, members: int) -> dict[str, float]:
                 welcome = await ws.receive(timeout=60)
                 if '"welcome"' not in str(welcome.data):
                     raise SystemExit(f"bench rooms: {user} got no welcome: {welcome.data!r:.200}")
-            return Member(user, ws)
+            member = Member(user, ws)
+            # Read from the start: a socket that never answers the server's pings is dropped.
+            readers.append(asyncio.create_task(_read(member)))
+            return member
 
-        crowd = list(await asyncio.gather(*(connect(i) for i in range(members))))
-        readers = [asyncio.create_task(_read(m)) for m in crowd]
+        progress = asyncio.create_task(_progress("connected", lambda: done[0], members))
+        done = [0]
+
+        async def counted_connect(i: int) -> Member:
+            member = await connect(i)
+            done[0] += 1
+            return member
+
+        try:
+            crowd = list(await asyncio.gather(*(counted_connect(i) for i in range(members))))
+        finally:
+            progress.cancel()
         await asyncio.sleep(2)
         rss_connected = sum(_rss_kib(pid) for pid in pids)
 
@@ -149,8 +180,15 @@ async def run(cluster: Cluster, members: int) -> dict[str, float]:
         redis = Redis.from_url(cluster.redis_url, decode_responses=True)
         try:
             calls = await _redis_calls(redis)
-            await asyncio.sleep(IDLE_SECONDS)
-            idle = (await _redis_calls(redis) - calls - 1) / len(pids) / IDLE_SECONDS
+            await asyncio.sleep(idle_seconds)
+            after = await _redis_calls(redis)
+            spent = {k: n - calls.get(k, 0) for k, n in after.items() if n > calls.get(k, 0)}
+            spent["cmdstat_info"] = spent.get("cmdstat_info", 1) - 1  # the bench's own
+            idle = sum(spent.values()) / len(pids) / idle_seconds
+            print(
+                f"bench rooms: idle Redis commands in {idle_seconds:.0f} s: {spent}",
+                file=sys.stderr,
+            )
         finally:
             await redis.aclose()
 
@@ -190,10 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.bench.rooms", description=__doc__)
     parser.add_argument("--members", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)
     results = []
     for members in args.members:
-        with Cluster(args.workers, env=LIFTED, start_timeout=60) as cluster:
+        with Cluster(args.workers, env=LIFTED, start_timeout=60, keep_run_dir=args.keep) as cluster:
+            if args.keep:
+                print(f"bench rooms: logs in {cluster.log_dir}", file=sys.stderr)
             results.append(asyncio.run(run(cluster, members)))
             print(json.dumps(results[-1]), flush=True)
     keys = list(results[0])
