@@ -15,6 +15,16 @@ class AccessBroker(Rooms, RateLimits, Protocol):
     """The broker roles room access uses."""
 
 
+async def take_or_refuse(
+    broker: RateLimits, key: str, rate: float, burst: int, why: str, ref: str | None = None
+) -> None:
+    """Take one token of a shared bucket, or refuse with ``rate_limited``; ``why`` says what
+    was too fast and may name ``{wait}`` (seconds)."""
+    wait = await broker.rate_take(key, rate, burst)
+    if wait > 0:
+        raise FrameError("rate_limited", why.format(wait=wait), ref, round(wait, 2))
+
+
 def granted(room: str, grants: Iterable[str]) -> bool:
     """Whether a room matches a grant list: exact names, ``prefix*``, or ``*`` for all."""
     return any(g == room or (g.endswith("*") and room.startswith(g[:-1])) for g in grants)
@@ -58,13 +68,11 @@ async def check_join(
         )
     if await broker.room_size(room):
         return
-    wait = await broker.rate_take(
-        f"rooms:{user.id}", settings.room_create_rate, settings.room_create_burst
+    await take_or_refuse(
+        broker,
+        f"rooms:{user.id}",
+        settings.room_create_rate,
+        settings.room_create_burst,
+        "You are creating rooms too fast; wait {wait:.0f} s or join an existing one.",
+        ref,
     )
-    if wait > 0:
-        raise FrameError(
-            "rate_limited",
-            f"You are creating rooms too fast; wait {wait:.0f} s or join an existing one.",
-            ref,
-            round(wait, 2),
-        )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.broker.base import BrokerError, Quotas, RateLimits
+from hub.core.access import take_or_refuse
 from hub.core.assistant import ReplyListener
 from hub.core.connection import Connection
 from hub.core.tasks import Tasks, stop_if_cancelled
@@ -78,13 +79,13 @@ class Limiter:
     async def guest_login(self, ip: str) -> None:
         """One more guest login from ``ip``; 429 past HUB_LOGIN_RATE / HUB_LOGIN_BURST."""
         s = self.settings
-        wait = await self.broker.rate_take(f"login:{ip}", s.login_rate, s.login_burst)
-        if wait > 0:
-            raise FrameError(
-                "rate_limited",
-                f"Too many sign-ins from your address; wait {wait:.0f} s and try again.",
-                retry_after=round(wait, 2),
-            )
+        await take_or_refuse(
+            self.broker,
+            f"login:{ip}",
+            s.login_rate,
+            s.login_burst,
+            "Too many sign-ins from your address; wait {wait:.0f} s and try again.",
+        )
 
     async def admit(self, conn: Connection) -> None:
         """Hold a connection slot of its user and of its address, or refuse it."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hub.broker.base import AppendResult, ChannelLog, Entry, PubSub, RateLimits, Replies, Rooms
-from hub.core.access import refusal, room_allowed
+from hub.core.access import refusal, room_allowed, take_or_refuse
 from hub.core.assistant import AssistantRunner, ReplyListener, new_reply_id
 from hub.core.connection import Connection
 from hub.core.identity import TokenWatch
@@ -108,16 +108,14 @@ class Messages:
             raise FrameError("unavailable", "This worker is restarting; reconnect.", ref, 1.0)
         await self.check_access(user, channel, conn)
         check_text(text, self.settings.max_text, ref)
-        wait = await self.broker.rate_take(
-            f"send:{user.id}", self.settings.rate, self.settings.rate_burst
+        await take_or_refuse(
+            self.broker,
+            f"send:{user.id}",
+            self.settings.rate,
+            self.settings.rate_burst,
+            "You are sending too fast; wait {wait:.1f} s and try again.",
+            ref,
         )
-        if wait > 0:
-            raise FrameError(
-                "rate_limited",
-                f"You are sending too fast; wait {wait:.1f} s and try again.",
-                ref,
-                round(wait, 2),
-            )
         body = Message(
             channel=channel,
             id="0-0",

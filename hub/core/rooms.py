@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from hub.broker.base import ChannelLog, Entry, OnlinePage, PubSub, RateLimits, Rooms
-from hub.core.access import check_join
+from hub.core.access import check_join, take_or_refuse
 from hub.core.connection import Connection
 from hub.core.fanout import Fanout, release
 from hub.core.fresh import SharedReads
@@ -140,16 +140,14 @@ class RoomService:
         conn.send_now(encode(reply))
 
     async def _limit(self, user: User, ref: str | None) -> None:
-        wait = await self.broker.rate_take(
-            f"room:{user.id}", self.settings.room_rate, self.settings.room_burst
+        await take_or_refuse(
+            self.broker,
+            f"room:{user.id}",
+            self.settings.room_rate,
+            self.settings.room_burst,
+            "You are joining and leaving rooms too fast; wait {wait:.1f} s.",
+            ref,
         )
-        if wait > 0:
-            raise FrameError(
-                "rate_limited",
-                f"You are joining and leaving rooms too fast; wait {wait:.1f} s.",
-                ref,
-                round(wait, 2),
-            )
 
     # -- the user's connections ----------------------------------------------------------
     async def on_user_command(self, user_id: str, event: dict[str, Any]) -> None:
