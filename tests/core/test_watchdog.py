@@ -12,7 +12,7 @@ from hub.core.hub import Hub
 from hub.llm.echo import EchoLLM
 from hub.metrics import Metrics
 from hub.protocol import Delta, encode
-from tests.core.conftest import CoreHub, make_settings
+from tests.core.conftest import make_settings, started
 
 TEXT = "one two three four five six"
 
@@ -40,10 +40,7 @@ async def orphan_in(broker: MemoryBroker, channel: str, streamed: list[str]) -> 
 
 async def test_a_dead_workers_reply_is_continued_from_the_next_word() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
-    await hub.start()
-    core = CoreHub(hub)
-    try:
+    async with started(Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())) as core:
         _conn, sink = await core.open("ann")
         await orphan_in(broker, "dm:ann", ["Echo: ", "one two "])
         (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
@@ -53,10 +50,6 @@ async def test_a_dead_workers_reply_is_continued_from_the_next_word() -> None:
         assert seqs == list(range(len(seqs))) and len(seqs) > 2  # the dead worker's, then ours
         assert "".join(d["text"] for d in sink.of("delta")) == done["text"]
         assert await broker.inflight("dm:ann") == []
-    finally:
-        for conn in core.conns:
-            conn.close(1000, "")
-        await hub.close()
 
 
 async def test_exactly_one_claim_wins() -> None:
@@ -72,40 +65,30 @@ async def test_exactly_one_claim_wins() -> None:
 
 async def test_a_live_worker_keeps_its_replies() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.05), Metrics())
-    await hub.start()
-    try:
+    async with started(
+        Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.05), Metrics())
+    ) as core:
         await broker.append("dm:ann", json.dumps({"channel": "dm:ann", "text": TEXT}))
-        hub.runner.start("dm:ann")
+        core.hub.runner.start("dm:ann")
         await asyncio.sleep(0.5)  # more than a TTL: beats went on
         assert await broker.orphans("other#1", 0.2, 10) == []
-        assert hub.metrics.orphans_swept._value.get() == 0
-    finally:
-        await hub.close()
+        assert core.hub.metrics.orphans_swept._value.get() == 0
 
 
 async def test_takeover_off_closes_the_orphan_as_interrupted() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(worker_ttl=0.2, takeover=False), broker, EchoLLM(0.0), Metrics())
-    await hub.start()
-    core = CoreHub(hub)
-    try:
+    async with started(
+        Hub(make_settings(worker_ttl=0.2, takeover=False), broker, EchoLLM(0.0), Metrics())
+    ) as core:
         _conn, sink = await core.open("ann")
         await orphan_in(broker, "dm:ann", ["Echo: ", "one "])
         (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
         assert (done["text"], done["stop_reason"]) == ("Echo: one ", "interrupted")
-    finally:
-        for conn in core.conns:
-            conn.close(1000, "")
-        await hub.close()
 
 
 async def test_a_question_whose_worker_died_before_the_reply_began_is_answered() -> None:
     broker = MemoryBroker()
-    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
-    await hub.start()
-    core = CoreHub(hub)
-    try:
+    async with started(Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())) as core:
         _conn, sink = await core.open("ann")
         body = {"channel": "dm:ann", "text": TEXT, "author": {"id": "ann", "role": "user"}}
         asked = await broker.append(
@@ -115,10 +98,6 @@ async def test_a_question_whose_worker_died_before_the_reply_began_is_answered()
         await broker.worker_gone("dead#2")
         (done,) = await sink.until(lambda: sink.of("done"), timeout=5)
         assert (done["reply"], done["text"], done["taken_over"]) == ("r2", f"Echo: {TEXT}", True)
-    finally:
-        for conn in core.conns:
-            conn.close(1000, "")
-        await hub.close()
 
 
 async def test_a_dead_workers_connections_stop_counting_against_their_users() -> None:
@@ -127,14 +106,10 @@ async def test_a_dead_workers_connections_stop_counting_against_their_users() ->
     await broker.heartbeat("dead#1")
     await broker.worker_gone("dead#1")
     assert await broker.slot_take("conn:user:ann", "probe", 1, 1) is False
-    hub = Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())
-    await hub.start()
-    try:
+    async with started(Hub(make_settings(worker_ttl=0.2), broker, EchoLLM(0.0), Metrics())):
         for _ in range(100):  # swept once this worker has beaten steadily for a TTL
             if await broker.slot_take("conn:user:ann", "probe", 1, 1):
                 break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the dead worker's connection slot was never freed")
-    finally:
-        await hub.close()
