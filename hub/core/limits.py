@@ -8,7 +8,6 @@ the providers report as used, per user and UTC day.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -20,7 +19,7 @@ from hub.broker.base import BrokerError, Quotas, RateLimits
 from hub.core.access import take_or_refuse
 from hub.core.assistant import ReplyListener
 from hub.core.connection import Connection
-from hub.core.tasks import Tasks, stop_if_cancelled
+from hub.core.tasks import Tasks, every
 from hub.errors import FrameError
 from hub.protocol import Done, Error, Usage, User
 from hub.settings import Settings
@@ -200,15 +199,7 @@ class Limiter:
 
     async def run(self, running: Callable[[], set[str]]) -> None:
         """Upkeep: ``renew`` every third of HUB_PRESENCE_TTL; ``running`` names the replies here."""
-        while True:
-            try:
-                await self.renew(running())
-            except BrokerError as exc:
-                log.warning("upkeep skipped: %s", exc)
-            except Exception:
-                log.exception("upkeep failed")
-            stop_if_cancelled()
-            await asyncio.sleep(self.settings.presence_ttl / 3)
+        await every(self.settings.presence_ttl / 3, lambda: self.renew(running()), "upkeep")
 
     async def close(self) -> None:
         """Cancel the usage-counting tasks still running."""

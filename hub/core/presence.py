@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hub.broker.base import BrokerError, Envelope, Kind, Presence
+from hub.broker.base import Envelope, Kind, Presence
 from hub.core.registry import Registry
-from hub.core.tasks import stop_if_cancelled
+from hub.core.tasks import every
 from hub.protocol import Member, channel_kind, encode, room_channel
 from hub.protocol import Presence as PresenceFrame
-
-log = logging.getLogger(__name__)
 
 FLUSH_SLICE = 200
 """Members a flush writes to before it lets the event loop run: a diff of a join storm to
@@ -96,12 +93,4 @@ class PresenceDiffs:
 
     async def run(self, interval: float) -> None:
         """Send each room's gathered changes about once per ``interval`` (HUB_PRESENCE_INTERVAL)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.flush()
-            except BrokerError as exc:
-                log.warning("presence diffs delayed: %s", exc)
-            except Exception:
-                log.exception("presence diffs failed")
-            stop_if_cancelled()
+        await every(interval, self.flush, "presence diffs", wait_first=True)

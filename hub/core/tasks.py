@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+
+from hub.broker.base import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +21,31 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def every(
+    period: float,
+    step: Callable[[], Awaitable[object]],
+    what: str,
+    *,
+    wait_first: bool = False,
+    broker_log: int = logging.WARNING,
+) -> None:
+    """Run ``step`` every ``period`` seconds until cancelled. A broker that is down only skips
+    a round (logged at ``broker_log``); any other failure is logged with its traceback; the
+    loop goes on either way."""
+    while True:
+        if wait_first:
+            await asyncio.sleep(period)
+        try:
+            await step()
+        except BrokerError as exc:
+            log.log(broker_log, "%s skipped: %s", what, exc)
+        except Exception:
+            log.exception("%s failed", what)
+        stop_if_cancelled()
+        if not wait_first:
+            await asyncio.sleep(period)
 
 
 class Tasks:

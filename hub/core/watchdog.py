@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from hub.broker.base import BrokerError, Replies
 from hub.core.assistant import AssistantRunner
-from hub.core.tasks import stop_if_cancelled
+from hub.core.tasks import every, stop_if_cancelled
 from hub.metrics import Metrics
 from hub.settings import Settings
 
@@ -70,15 +70,7 @@ class Watchdog:
 
     async def _sweeping(self) -> None:
         period = self.settings.worker_ttl / SWEEPS_PER_TTL
-        while True:
-            try:
-                await self.sweep()
-            except BrokerError as exc:
-                log.debug("sweep skipped: %s", exc)
-            except Exception:
-                log.exception("sweep failed")
-            stop_if_cancelled()
-            await asyncio.sleep(period)
+        await every(period, self.sweep, "sweep", broker_log=logging.DEBUG)
 
     async def beat(self) -> None:
         """Renew this worker's heartbeat; note whether the beats have been steady."""
