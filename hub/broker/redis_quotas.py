@@ -57,9 +57,13 @@ class RedisQuotas:
     async def slots_sweep(self, worker: str) -> int:
         async with self._guard("free a dead worker's limits"):
             listed = cast(list[str], await self._set_take(keys=[self._names.worker_slots(worker)]))
-            for item in listed:  # one slot each: a cluster spreads them over its nodes
+            # One pipeline, not a round trip per slot: a worker may have held thousands, and
+            # the list is already taken (what this misses stays until its day-long lease).
+            pipe = self._redis.pipeline(transaction=False)
+            for item in listed:
                 key, _, holder = item.partition("\n")
-                await self._redis.zrem(self._names.slots(key), holder)
+                pipe.zrem(self._names.slots(key), holder)
+            await pipe.execute()
         return len(listed)
 
     async def slot_renew(self, slots: list[tuple[str, str]], ttl: float) -> None:
