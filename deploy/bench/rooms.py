@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -103,11 +104,11 @@ async def _redis_calls(redis: Redis) -> dict[str, int]:
     return {k: int(v["calls"]) for k, v in stats.items() if isinstance(v, dict)}
 
 
-async def _progress(what: str, count: object, total: int) -> None:
+async def _progress(what: str, count: Callable[[], int], total: int) -> None:
     """Print how far a long phase got every few seconds, so a stall shows where it is."""
     while True:
         await asyncio.sleep(5)
-        print(f"bench rooms: {what} {count()}/{total}", file=sys.stderr, flush=True)  # type: ignore[operator]
+        print(f"bench rooms: {what} {count()}/{total}", file=sys.stderr, flush=True)
 
 
 async def _wait(check: object, what: str, timeout: float = TIMEOUT) -> float:
@@ -153,16 +154,10 @@ async def run(
             readers.append(asyncio.create_task(_read(member)))
             return member
 
-        progress = asyncio.create_task(_progress("connected", lambda: done[0], members))
-        done = [0]
-
-        async def counted_connect(i: int) -> Member:
-            member = await connect(i)
-            done[0] += 1
-            return member
-
+        # Each member connected has its reader: their count is the progress.
+        progress = asyncio.create_task(_progress("connected", lambda: len(readers), members))
         try:
-            crowd = list(await asyncio.gather(*(counted_connect(i) for i in range(members))))
+            crowd = list(await asyncio.gather(*(connect(i) for i in range(members))))
         finally:
             progress.cancel()
         await asyncio.sleep(2)
